@@ -1,0 +1,57 @@
+"""RoBERTa size grid: ``roberta_d{depth}_h{hidden}`` on fairseq's stock ``roberta`` model.
+
+Heads = hidden / 64, FFN = 4 x hidden, everything else is fairseq's RoBERTa (``roberta_base``
+minus its sizes). The grid is pre-LayerNorm by default, which keeps the deep and wide points
+trainable without warm-up tuning; ``--post-norm`` restores stock RoBERTa's post-LayerNorm, so
+``roberta_d12_h768 --post-norm`` is ``roberta_base``. Both keep RoBERTa's embedding LayerNorm.
+"""
+
+import functools
+
+from fairseq.models.roberta.model import RobertaModel, base_architecture
+from fairseq.utils import safe_getattr
+
+from .grid import fill_size_defaults, register_grid
+
+DEPTHS = [3, 6, 12, 18, 24]
+HIDDENS = [256, 512, 768, 1024, 1536]
+
+
+def _with_post_norm_flag(add_args):
+    """RobertaModel.add_args plus ``--post-norm``.
+
+    Why a new flag: fairseq adds model args with ``argument_default=SUPPRESS`` and
+    ``--encoder-normalize-before`` is store_true, so once a preset defaults it to True nothing on
+    the command line can set it back to False. Wrapping the stock model's add_args (instead of
+    registering a RobertaModel subclass) keeps the grid on the stock ``roberta`` model, so its
+    checkpoints load anywhere fairseq does. Every roberta arch sees the flag; only the grid reads it.
+    """
+
+    @functools.wraps(add_args)
+    def add_args_with_post_norm(parser):
+        add_args(parser)
+        parser.add_argument(
+            "--post-norm",
+            action="store_true",
+            help="roberta_d*_h* grid archs: post-LayerNorm (stock RoBERTa) instead of the grid's pre-LayerNorm",
+        )
+
+    add_args_with_post_norm.adds_post_norm = True
+    return add_args_with_post_norm
+
+
+# Guarded so that re-importing this module never stacks a second wrapper (argparse would reject
+# the duplicate --post-norm).
+if not getattr(RobertaModel.add_args, "adds_post_norm", False):
+    RobertaModel.add_args = staticmethod(_with_post_norm_flag(RobertaModel.add_args))
+
+
+def roberta_grid_architecture(args, depth, hidden):
+    fill_size_defaults(args, "encoder", depth, hidden)
+    args.encoder_normalize_before = safe_getattr(
+        args, "encoder_normalize_before", not safe_getattr(args, "post_norm", False)
+    )
+    base_architecture(args)
+
+
+register_grid("roberta", "roberta_d{depth}_h{width}", DEPTHS, HIDDENS, roberta_grid_architecture)
