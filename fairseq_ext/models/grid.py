@@ -90,14 +90,15 @@ class _MetaStaysOnCpuCall(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def build_for_vocab(arch, vocab_size, device="cpu", **overrides):
+def build_for_vocab(arch, vocab_size, device="cpu", tokens_per_sample=512, **overrides):
     """Build the real fairseq model of ``arch`` (grid or stock) for a ``vocab_size`` dictionary.
 
     Goes through ``fairseq.models.build_model`` exactly like fairseq-train: the registered arch
     function fills the defaults, then the stock model class builds. ``overrides`` play the part
     of command-line values. ``device="meta"`` allocates no memory, which is how the 700M-parameter
-    grid points are counted in seconds. The roberta model is built for the masked_lm task, the
-    transformer for translation with a joined dictionary.
+    grid points are counted in seconds. The roberta model is built for the masked_lm task with
+    ``tokens_per_sample`` learned positions (512 as in the RoBERTa recipe; masked_lm's own default
+    is 1024), the transformer for translation with a joined dictionary.
     """
     from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
     from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -105,7 +106,7 @@ def build_for_vocab(arch, vocab_size, device="cpu", **overrides):
     dictionary = vocab_dictionary(vocab_size)
     model_name = ARCH_MODEL_NAME_REGISTRY[arch]
     if model_name == "roberta":
-        task = MaskedLMTask(MaskedLMConfig(), dictionary)
+        task = MaskedLMTask(MaskedLMConfig(tokens_per_sample=tokens_per_sample), dictionary)
     elif model_name == "transformer":
         task = TranslationTask(TranslationConfig(), dictionary, dictionary)
     else:
