@@ -59,7 +59,7 @@ def test_generate_scores_sacrebleu_on_the_test_set(multi30k_2k, tiny_mt_checkpoi
 
 def test_validate_reports_a_loss(multi30k_2k, tiny_mt_checkpoint):
     save_dir, output = tiny_mt_checkpoint
-    proc = run(["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--cpu",
+    proc = run(["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation", "--cpu",
                 "--path", save_dir / "checkpoint_last.pt", "--valid-subset", "valid", "--max-tokens", "8000"])
     lines = [line for line in proc.output.splitlines() if "valid on 'valid' subset" in line]
     assert lines, proc.output[-3000:]
