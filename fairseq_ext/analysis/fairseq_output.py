@@ -1,0 +1,48 @@
+"""What the sweep reads from fairseq-generate and fairseq-validate output: the metric and the `compressed` line.
+
+The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits, compressed_mb,
+fp32_mb, ratio and params.
+"""
+import json
+import re
+
+from . import AnalysisError
+
+BLEU_LINE = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
+COMPRESSED_LINE = re.compile(r"(?:^|\| )compressed (\{.*\})\s*$")
+COMPRESSED_KEYS = ("sparsity", "bits", "compressed_mb", "fp32_mb", "params")
+
+
+def sacrebleu_score(output):
+    """The corpus BLEU of fairseq-generate --scoring sacrebleu (the last one, should several be printed)."""
+    scores = BLEU_LINE.findall(output)
+    if not scores:
+        raise AnalysisError("no 'Generate ... BLEU = ' line in the fairseq-generate output")
+    return float(scores[-1])
+
+
+def validation_metric(output, subset, metric):
+    """A metric of fairseq-validate --log-format json, e.g. ("valid", "loss") from `| valid | {"valid_loss": ..}`."""
+    key = f"{subset}_{metric}"
+    for line in reversed(output.splitlines()):
+        match = re.search(rf"\| {re.escape(subset)} \| (\{{.*\}})\s*$", line)
+        if match:
+            record = json.loads(match.group(1))
+            if key not in record:
+                raise AnalysisError(f"fairseq-validate logged no {key} (it logged {', '.join(record)})")
+            return float(record[key])
+    raise AnalysisError(f"no '| {subset} | {{...}}' record in the fairseq-validate output (--log-format json?)")
+
+
+def compressed_summary(output):
+    """The last `compressed {json}` record of the output, or None when the tool printed none."""
+    found = None
+    for line in output.splitlines():
+        match = COMPRESSED_LINE.search(line)
+        if match:
+            found = json.loads(match.group(1))
+    if found is not None:
+        missing = [key for key in COMPRESSED_KEYS if key not in found]
+        if missing:
+            raise AnalysisError(f"the 'compressed' line lacks {', '.join(missing)}: {found}")
+    return found

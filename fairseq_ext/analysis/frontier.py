@@ -1,0 +1,35 @@
+"""The Pareto frontier of quality vs compressed memory: the configs no other config beats on both at once.
+
+The paper's second claim is read off it: at a given memory, is the frontier point a heavily compressed large
+model or a lightly compressed small one?
+"""
+
+
+def better_or_equal(a, b, higher_is_better):
+    return a >= b if higher_is_better else a <= b
+
+
+def dominates(a, b):
+    """a is at least as small and as good as b, and strictly one of the two."""
+    higher = a["higher_is_better"]
+    no_worse = a["compressed_mb"] <= b["compressed_mb"] and better_or_equal(a["value"], b["value"], higher)
+    strictly = a["compressed_mb"] < b["compressed_mb"] or a["value"] != b["value"]
+    return no_worse and strictly
+
+
+def pareto_frontier(records):
+    """The non-dominated records, smallest first (ties in both memory and quality are all kept).
+
+    Quadratic, and written so because it is plainly the definition: sweeps hold hundreds of points, not millions.
+    """
+    frontier = [r for r in records if not any(dominates(other, r) for other in records)]
+    return sorted(frontier, key=lambda r: (r["compressed_mb"], r["model"], r["sparsity"], r["bits"]))
+
+
+def pruning_records(records):
+    """Dense and pruning-only configs: the frontier pruning alone draws."""
+    return [r for r in records if r["method"] in ("dense", "prune")]
+
+
+def quantization_records(records):
+    return [r for r in records if r["method"] in ("dense", "quant")]

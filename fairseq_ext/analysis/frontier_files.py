@@ -1,0 +1,75 @@
+"""`analyze.py frontier` output: every config with its frontier flag, and a plot, for three views of a sweep.
+
+    all            every config: the deployment question
+    pruning        dense and pruning-only configs
+    quantization   dense and quantization-only configs
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+from .frontier import pareto_frontier, pruning_records, quantization_records
+from .plots import PlottingUnavailable, plot_frontier
+from .sweep_results import level_label, models_by_size
+from .tables import markdown_table, write_csv, write_json
+
+VIEWS = {
+    "all": (lambda records: records, "every compression config"),
+    "pruning": (pruning_records, "magnitude pruning only"),
+    "quantization": (quantization_records, "quantization only"),
+}
+COLUMNS = ["model", "params", "method", "level", "sparsity", "bits", "compressed_mb", "fp32_mb", "metric", "value",
+           "on_frontier", "checkpoint", "subset"]
+
+
+@dataclass(frozen=True)
+class FrontierView:
+    name: str
+    description: str
+    records: list
+    frontier: list
+    table: Path
+    plot: object  # Path, or None without matplotlib
+
+
+@dataclass(frozen=True)
+class FrontierFiles:
+    views: list  # FrontierView, for the views that have configs
+    plot_problem: object  # why there are no plots, or None
+
+    def view(self, name):
+        return next(view for view in self.views if view.name == name)
+
+
+def frontier_rows(records, frontier):
+    on_frontier = [id(r) for r in frontier]
+    size_rank = {name: rank for rank, (name, _) in enumerate(models_by_size(records))}
+    ordered = sorted(records, key=lambda r: (size_rank[r["model"]], r["compressed_mb"], r["sparsity"], -r["bits"]))
+    return [{**r, "level": level_label(r), "on_frontier": id(r) in on_frontier} for r in ordered]
+
+
+def frontier_markdown(view):
+    return markdown_table([{**r, "level": level_label(r)} for r in view.frontier],
+                          ["compressed_mb", "model", "params", "level", "value"],
+                          ["MB", "model", "params", "compression", view.records[0]["metric"]])
+
+
+def write_frontier(records, out):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    views, plot_problem = [], None
+    for name, (choose, description) in VIEWS.items():
+        chosen = choose(records)
+        if not chosen:
+            continue
+        frontier = pareto_frontier(chosen)
+        table = out / f"frontier_{name}.csv"
+        write_csv(table, frontier_rows(chosen, frontier), COLUMNS)
+        plot = out / f"frontier_{name}.png"
+        try:
+            plot_frontier(chosen, frontier, plot, f"{records[0]['metric']} vs memory: {description}",
+                          connect_levels=name != "all")
+        except PlottingUnavailable as problem:
+            plot, plot_problem = None, str(problem)
+        views.append(FrontierView(name, description, chosen, frontier, table, plot))
+    write_json(out / "frontier.json", {view.name: view.frontier for view in views})
+    return FrontierFiles(views, plot_problem)

@@ -1,0 +1,113 @@
+"""The PNGs: convergence curves and the compression frontier. matplotlib is optional and imported only here,
+when a plot is drawn, with the headless Agg backend (files only, never a window)."""
+from . import AnalysisError
+from .sweep_results import level_label, models_by_size
+from .tables import number_text, params_text
+
+INSTALL_HINT = ("plots need matplotlib, which is not installed: pip install matplotlib "
+                "(or pip install -e '.[plots]'); the tables were written without it")
+METHOD_MARKERS = {"dense": "o", "prune": "^", "quant": "s", "prune+quant": "D"}
+MAX_FRONTIER_LABELS = 12  # beyond this the labels cover the points they name
+
+
+class PlottingUnavailable(AnalysisError):
+    pass
+
+
+def pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlottingUnavailable(INSTALL_HINT) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def model_colors(plt, names):
+    """A fixed color per model, in size order, shared by every plot of a report."""
+    palette = plt.get_cmap("tab10").colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+def time_unit(seconds):
+    """Short runs read badly in hours: the unit that keeps the largest time between 1 and ~100."""
+    if seconds >= 2 * 3600:
+        return "hours", 3600
+    if seconds >= 2 * 60:
+        return "minutes", 60
+    return "seconds", 1
+
+
+def plot_convergence(curves, x, path, target=None):
+    """x: "wall" (wall-clock) or "updates". One line per model; every logged validation is a marker."""
+    plt = pyplot()
+    colors = model_colors(plt, [c.name for c in curves])
+    unit, scale = time_unit(max(p.wall_s for c in curves for p in c.points))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for curve in curves:
+        xs = [p.updates if x == "updates" else p.wall_s / scale for p in curve.points]
+        ax.plot(xs, [p.value for p in curve.points], marker="o", markersize=3.5, color=colors[curve.name],
+                label=f"{curve.name} ({params_text(curve.params)} params)")
+    metric = curves[0].metric
+    if target is not None:
+        ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {number_text(target)}")
+    ax.set_xlabel("updates" if x == "updates" else f"wall-clock ({unit})")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {'updates' if x == 'updates' else 'wall-clock time'}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save(plt, fig, path)
+
+
+def plot_frontier(records, frontier, path, title, connect_levels=False):
+    """Every config as a point (color: model, marker: method) and the Pareto frontier as a step line.
+
+    connect_levels joins each model's points in memory order, which reads well when one knob varies (the
+    pruning-only and quantization-only plots) and badly when two do.
+    """
+    from matplotlib.lines import Line2D
+
+    plt = pyplot()
+    sizes = models_by_size(records)
+    colors = model_colors(plt, [name for name, _ in sizes])
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for name, _ in sizes:
+        own = sorted((r for r in records if r["model"] == name), key=lambda r: r["compressed_mb"])
+        if connect_levels:
+            ax.plot([r["compressed_mb"] for r in own], [r["value"] for r in own], color=colors[name], alpha=0.5,
+                    linewidth=1)
+        for record in own:
+            ax.scatter(record["compressed_mb"], record["value"], color=colors[name], s=28, zorder=3,
+                       marker=METHOD_MARKERS[record["method"]])
+    ax.step([r["compressed_mb"] for r in frontier], [r["value"] for r in frontier], where="post", color="black",
+            linestyle="--", linewidth=1, zorder=2)
+    ax.scatter([r["compressed_mb"] for r in frontier], [r["value"] for r in frontier], s=90, zorder=4,
+               facecolors="none", edgecolors="black", linewidths=1.2)
+    if len(frontier) <= MAX_FRONTIER_LABELS:
+        for record in frontier:
+            ax.annotate(f"{record['model']} {level_label(record)}", (record["compressed_mb"], record["value"]),
+                        textcoords="offset points", xytext=(5, 5), fontsize=7)
+    mbs = [r["compressed_mb"] for r in records]
+    if max(mbs) > 20 * min(mbs):
+        ax.set_xscale("log")
+    metric = records[0]["metric"]
+    ax.set_xlabel("compressed weights (MB)")
+    ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    methods = [m for m in METHOD_MARKERS if any(r["method"] == m for r in records)]
+    handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)})")
+               for name, p in sizes]
+    handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
+    handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
+                          label="Pareto frontier"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    save(plt, fig, path)
+
+
+def save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,164 @@
+"""`analyze.py report`: everything about one run folder in OUT/report/ (report.md, plots, CSV and JSON).
+
+The run folder is what the recipes leave: OUT/train/<name>/train.log (+ meta.json) per model and OUT/sweep.jsonl.
+The text states only what the numbers show: which model was best under each memory budget, with the best
+uncompressed model that fits beside it, and no claim of significance (each config is evaluated once).
+"""
+from pathlib import Path
+
+from . import AnalysisError
+from .convergence_files import write_convergence
+from .frontier_files import frontier_markdown, write_frontier
+from .selection import describe, select
+from .sweep_results import level_label, models_by_size, read_sweep
+from .tables import markdown_table, number_text, params_text, write_json
+from .training_run import read_training_runs
+
+MAX_BUDGETS = 6  # enough to show where the answer changes, few enough to read
+
+
+def write_report(run, out=None, metric="valid_loss", target=None):
+    run = Path(run)
+    out = Path(out) if out else run / "report"
+    logs = sorted(run.glob("train/*/train.log"))
+    sweep = run / "sweep.jsonl"
+    if not logs and not sweep.is_file():
+        raise AnalysisError(f"--run {run}: found neither train/*/train.log nor sweep.jsonl in it")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = read_training_runs(logs) if logs else []
+    records = read_sweep(sweep, option="--run") if sweep.is_file() else []
+    sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records)]
+    problems = []
+    if runs:
+        convergence = write_convergence(runs, metric, target, out)
+        sections.append(convergence_section(convergence, out))
+        problems.append(convergence.plot_problem)
+    else:
+        sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
+    if records:
+        frontier = write_frontier(records, out)
+        budgets = budget_rows(records, frontier.view("all").frontier)
+        write_json(out / "budgets.json", budgets)
+        sections += [frontier_section(frontier, out), budget_section(budgets, records)]
+        problems.append(frontier.plot_problem)
+    else:
+        sections.append("## Compression\n\nNo compression sweep (`sweep.jsonl`) in the run folder.")
+    problem = next((p for p in problems if p), None)
+    if problem:
+        sections.append(f"**No plots:** {problem}.")
+    report = out / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    return report, problem
+
+
+def regime_section(runs, records):
+    devices = sorted({str(r.meta["device"]) for r in runs if r.meta.get("device")})
+    sweep_params = {name: params for name, params in models_by_size(records)} if records else {}
+    lines = ["## Regime", ""]
+    lines.append(f"Device: {', '.join(devices)}." if devices else
+                 "Device: not recorded (no `device` in any `meta.json`).")
+    if runs:
+        rows = []
+        for r in runs:
+            rate, source = r.words_per_s()
+            last = r.log.validations[-1] if r.log.validations else None
+            rows.append({"model": r.name, "arch": r.meta.get("arch", "?"),
+                         "params": params_text(r.params or sweep_params.get(r.name)),
+                         "words_per_s": rate, "source": source,
+                         "updates": last.updates if last else None,
+                         "hours": last.wall_s / 3600 if last else None})
+        lines += ["", markdown_table(rows, ["model", "arch", "params", "words_per_s", "source", "updates", "hours"],
+                                     ["model", "arch", "params", "train words/s", "words/s from",
+                                      "updates (last validation)", "wall-clock hours there"])]
+    if records:
+        seconds = sum(r["seconds"] for r in records)
+        lines += ["", f"Compression sweep: {len(records)} evaluations of {len(sweep_params)} models on the "
+                      f"`{records[0]['subset']}` subset, metric {records[0]['metric']}, "
+                      f"{number_text(seconds / 60)} minutes of evaluation."]
+    return "\n".join(lines)
+
+
+def convergence_section(files, out):
+    metric, target = files.curves[0].metric, files.target
+    how = "the best value every run reached" if files.target_is_default else "given with --target"
+    lines = ["## Convergence", "",
+             f"Validation {metric} at every logged validation, against wall-clock time and against updates "
+             f"(wall-clock includes validation; fairseq logs it to the second)."]
+    lines += ["", *[f"![{p.stem}]({p.relative_to(out)})" for p in files.plots]]
+    lines += ["", f"Time to {metric} {number_text(target)} ({how}):", "", files.markdown()]
+    reached = [row for row in files.rows if row["reached"]]
+    if len(files.rows) > 1 and reached:
+        by_time = min(reached, key=lambda row: row["wall_hours"])
+        by_updates = min(reached, key=lambda row: row["updates"])
+        lines += ["", f"First there in wall-clock: **{by_time['model']}** ({number_text(by_time['wall_hours'])} h); "
+                      f"in updates: **{by_updates['model']}** ({by_updates['updates']} updates). "
+                      f"Resolution is one validation interval."]
+    elif not reached:
+        lines += ["", "No run reached the target."]
+    return "\n".join(lines)
+
+
+def frontier_section(files, out):
+    lines = ["## Compression frontier", "",
+             "Every evaluated config (color: model, marker: method); the dashed step line is the Pareto frontier "
+             "(no other config is both smaller and better)."]
+    for view in files.views:
+        lines += ["", f"### {view.description.capitalize()}", ""]
+        if view.plot:
+            lines += [f"![{view.plot.stem}]({view.plot.relative_to(out)})", ""]
+        lines += [frontier_markdown(view), "", f"All points: [{view.table.name}]({view.table.relative_to(out)})"]
+    return "\n".join(lines)
+
+
+def budget_rows(records, frontier):
+    """The best config under each of a few memory budgets: the sizes of the frontier's points."""
+    sizes = sorted({r["compressed_mb"] for r in frontier})
+    if len(sizes) > MAX_BUDGETS:
+        step = (len(sizes) - 1) / (MAX_BUDGETS - 1)
+        sizes = [sizes[round(i * step)] for i in range(MAX_BUDGETS)]
+    params = [p for _, p in models_by_size(records)]
+    rows = []
+    for budget in sizes:
+        selection = select(records, budget)
+        best, dense = selection.best, selection.best_dense
+        rows.append({
+            "budget_mb": budget,
+            "model": best["model"],
+            "params": best["params"],
+            "compression": level_label(best),
+            "value": best["value"],
+            "kind": size_kind(best, params),
+            "dense_model": dense["model"] if dense else "none fits",
+            "dense_value": dense["value"] if dense else None,
+            "answer": describe(selection),
+        })
+    return rows
+
+
+def size_kind(record, all_params):
+    """"largest model, compressed", "smaller model, uncompressed", ...: what the paper's claim is about."""
+    if len(set(all_params)) == 1:
+        size = "the only size swept"
+    else:
+        size = "largest model" if record["params"] == max(all_params) else "smaller model"
+    return f"{size}, {'uncompressed' if record['method'] == 'dense' else 'compressed'}"
+
+
+def budget_section(rows, records):
+    metric = records[0]["metric"]
+    lines = ["## Which model under a memory budget", "",
+             "For each budget (the compressed sizes of the frontier's points): the best config that fits, and the "
+             "best uncompressed (dense 32-bit) model that fits, the paper's comparison.", "",
+             markdown_table(rows, ["budget_mb", "model", "params", "compression", "value", "kind", "dense_model",
+                                   "dense_value"],
+                            ["budget MB", "best model", "params", "compression", metric, "which kind",
+                             "best dense that fits", f"its {metric}"])]
+    kinds = {}
+    for row in rows:
+        kinds.setdefault(row["kind"], []).append(number_text(row["budget_mb"]))
+    lines += ["", "The best model under each budget was:"]
+    lines += [f"- {kind}: under {len(budgets)} of {len(rows)} budgets ({', '.join(budgets)} MB)"
+              for kind, budgets in kinds.items()]
+    lines += ["", "Each config was evaluated once (one checkpoint per size, one seed): the report does not "
+                  "test whether small differences are significant."]
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""The compression sweep's results file: one JSON object per line, one line per (model, compression config).
+
+scripts/sweep.py appends to it; analyze.py reads it. The fields (a record may carry more, e.g. `latency_ms`
+where latency was measured):
+
+    model, checkpoint, params                  which model (a name, its checkpoint, its parameter count)
+    method, sparsity, bits                     dense | prune | quant | prune+quant; fraction pruned; bits (32 = off)
+    compressed_mb, fp32_mb                     inference memory of the weights, compressed and in fp32
+    metric, value, higher_is_better, subset    e.g. bleu 27.3 True test
+    seconds                                    how long the evaluation took
+"""
+import json
+from pathlib import Path
+
+from . import AnalysisError
+
+FIELDS = {
+    "model": str, "checkpoint": str, "params": int, "method": str, "sparsity": float, "bits": int,
+    "compressed_mb": float, "fp32_mb": float, "metric": str, "value": float, "higher_is_better": bool,
+    "subset": str, "seconds": float,
+}
+METHODS = ("dense", "prune", "quant", "prune+quant")
+FULL_PRECISION_BITS = 32
+
+
+def method_of(sparsity, bits):
+    pruned, quantized = sparsity > 0, bits < FULL_PRECISION_BITS
+    return {(False, False): "dense", (True, False): "prune", (False, True): "quant", (True, True): "prune+quant"}[
+        (pruned, quantized)
+    ]
+
+
+def level_label(record):
+    """How a config reads in a table or a plot: "dense", "50% pruned", "4-bit", "50% pruned + 4-bit"."""
+    parts = []
+    if record["sparsity"] > 0:
+        parts.append(f"{record['sparsity']:.0%} pruned")
+    if record["bits"] < FULL_PRECISION_BITS:
+        parts.append(f"{record['bits']}-bit")
+    return " + ".join(parts) or "dense"
+
+
+def config_key(record):
+    """What makes two records the same evaluation, so a resumed sweep skips it."""
+    return (record["model"], record["checkpoint"], round(record["sparsity"], 6), record["bits"], record["subset"])
+
+
+def check_record(record, where):
+    if not isinstance(record, dict):
+        raise AnalysisError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    missing = [name for name in FIELDS if name not in record]
+    if missing:
+        raise AnalysisError(f"{where}: missing {', '.join(missing)}")
+    for name, kind in FIELDS.items():
+        value = record[name]
+        # JSON has one number type: an int is a fine float, but a bool is no number.
+        fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
+        if not fits or (kind is not bool and isinstance(value, bool)):
+            raise AnalysisError(f"{where}: {name}={value!r} is not a {kind.__name__}")
+    if record["method"] != method_of(record["sparsity"], record["bits"]):
+        raise AnalysisError(f"{where}: method {record['method']!r} does not match sparsity "
+                            f"{record['sparsity']} and bits {record['bits']}")
+
+
+def load_records(path, *, option):
+    """Every record of an existing sweep file, checked (none for an empty file)."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise AnalysisError(f"{option} {path}:{number}: not JSON ({error})") from None
+        check_record(record, f"{option} {path}:{number}")
+        records.append(record)
+    return records
+
+
+def read_sweep(path, *, option="--sweep"):
+    """The records of a sweep to analyse: at least one, and one metric and subset, since they are compared."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnalysisError(f"{option} {path}: no such file (scripts/sweep.py writes it)")
+    records = load_records(path, option=option)
+    if not records:
+        raise AnalysisError(f"{option} {path}: no results yet")
+    for field in ("metric", "subset"):
+        values = sorted({record[field] for record in records})
+        if len(values) > 1:
+            raise AnalysisError(f"{option} {path}: mixes {field}s {', '.join(values)}; results are only "
+                                f"comparable within one {field} (write one sweep file per task and subset)")
+    return records
+
+
+def append_record(path, record):
+    check_record(record, "sweep record")
+    with open(path, "a") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+def models_by_size(records):
+    """Model names, smallest first, with their parameter counts."""
+    params = {record["model"]: record["params"] for record in records}
+    return sorted(params.items(), key=lambda item: (item[1], item[0]))

@@ -1,0 +1,62 @@
+"""One trained model as the recipes leave it: OUT/train/<name>/ with train.log and, optionally, meta.json.
+
+meta.json ({"name", "arch", "params", "device", "words_per_s"}) is written by the recipes after training; runs
+without it are still analysed, with what the log alone tells.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import AnalysisError
+from .training_log import TrainingLog, read_training_log
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    name: str
+    log: TrainingLog
+    meta: dict  # {} when meta.json is absent
+
+    @property
+    def params(self):
+        return self.meta.get("params")
+
+    def words_per_s(self):
+        """(words/s, where it comes from): meta.json's measurement, else the mean wps the log shows."""
+        if isinstance(self.meta.get("words_per_s"), (int, float)):
+            return float(self.meta["words_per_s"]), "meta.json"
+        rate = self.log.mean_words_per_s()
+        return (rate, "train log (mean train_inner wps)") if rate is not None else (None, "not recorded")
+
+
+def read_training_run(log_path):
+    """The run whose train.log is log_path; its name is the folder's (or meta.json's "name" when given)."""
+    log_path = Path(log_path)
+    meta = read_meta(log_path.parent / "meta.json")
+    return TrainingRun(name=str(meta.get("name") or log_path.parent.name), log=read_training_log(log_path), meta=meta)
+
+
+def read_training_runs(log_paths):
+    runs = [read_training_run(path) for path in log_paths]
+    names = [run.name for run in runs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise AnalysisError(f"--logs: several logs are named {', '.join(duplicates)} (one folder per model)")
+    return sorted(runs, key=size_order)
+
+
+def size_order(run):
+    """Smallest first where sizes are known (meta.json params), then by name."""
+    return (run.params is None, run.params or 0, run.name)
+
+
+def read_meta(path):
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise AnalysisError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise AnalysisError(f"{path}: expected a JSON object like {{\"name\", \"arch\", \"params\", ...}}")
+    return meta

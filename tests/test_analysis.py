@@ -1,0 +1,160 @@
+"""fairseq_ext.analysis on generated inputs: the frontier, selection and log-reading properties, for any data."""
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clitools import REPO
+from fairseq_ext.analysis import AnalysisError
+from fairseq_ext.analysis.frontier import dominates, pareto_frontier
+from fairseq_ext.analysis.selection import describe, rank, select
+from fairseq_ext.analysis.sweep_results import FIELDS, check_record, config_key, method_of
+from fairseq_ext.analysis.training_log import read_training_log, wall_at
+
+MODEL_PARAMS = {"small": 1_000, "base": 5_000, "big": 20_000}
+
+
+@st.composite
+def sweeps(draw, min_size=1):
+    """Sweep records with one metric direction; memory and values on a coarse grid, so that ties are common."""
+    higher = draw(st.booleans())
+
+    @st.composite
+    def record(draw):
+        model = draw(st.sampled_from(sorted(MODEL_PARAMS)))
+        sparsity = draw(st.sampled_from([0.0, 0.5, 0.9]))
+        bits = draw(st.sampled_from([32, 8, 4]))
+        return {
+            "model": model, "checkpoint": f"{model}.pt", "params": MODEL_PARAMS[model],
+            "method": method_of(sparsity, bits), "sparsity": sparsity, "bits": bits,
+            "compressed_mb": float(draw(st.integers(1, 12))), "fp32_mb": 12.0,
+            "metric": "bleu" if higher else "loss", "value": float(draw(st.integers(0, 8))),
+            "higher_is_better": higher, "subset": "test", "seconds": 1.0,
+        }
+
+    return draw(st.lists(record(), min_size=min_size, max_size=25))
+
+
+@given(sweeps())
+def test_frontier_is_exactly_the_non_dominated_points(records):
+    frontier = pareto_frontier(records)
+    on_frontier = [id(r) for r in frontier]
+    for candidate in records:
+        dominated = any(dominates(other, candidate) for other in records)
+        assert (id(candidate) in on_frontier) == (not dominated)
+    assert [r["compressed_mb"] for r in frontier] == sorted(r["compressed_mb"] for r in frontier)
+
+
+@given(sweeps())
+def test_every_point_off_the_frontier_is_beaten_by_a_frontier_point(records):
+    frontier = pareto_frontier(records)
+    assert frontier
+    for candidate in records:
+        if not any(candidate is f for f in frontier):
+            assert any(dominates(f, candidate) for f in frontier)
+
+
+@given(sweeps(), st.integers(0, 13))
+def test_selection_picks_the_best_config_within_the_budget(records, budget):
+    selection = select(records, float(budget))
+    fitting = [r for r in records if r["compressed_mb"] <= budget]
+    line = describe(selection)
+    if not fitting:
+        assert selection.best is None and "nothing fits" in line
+        return
+    assert selection.best["compressed_mb"] <= budget
+    assert all(rank(selection.best) <= rank(r) for r in fitting)
+    dense = [r for r in fitting if r["method"] == "dense"]
+    if dense:
+        assert selection.best_dense["method"] == "dense" and selection.best_dense["compressed_mb"] <= budget
+        assert all(rank(selection.best_dense) <= rank(r) for r in dense)
+    else:
+        assert selection.best_dense is None and "no uncompressed (dense 32-bit) model fits" in line
+
+
+@given(sweeps())
+def test_the_best_under_a_frontier_points_size_is_on_the_frontier(records):
+    frontier = pareto_frontier(records)
+    for point in frontier:
+        best = select(records, point["compressed_mb"]).best
+        assert any(best is f for f in frontier)
+
+
+@settings(max_examples=5)
+@given(sweeps())
+def test_a_latency_budget_needs_measured_latencies(records):
+    with pytest.raises(AnalysisError, match="--max-ms"):
+        select(records, 100.0, max_ms=5.0)
+
+
+@given(sweeps())
+def test_sweep_records_pass_the_schema_check_and_a_missing_field_is_named(records):
+    for record in records:
+        check_record(record, "line 1")
+        assert config_key(record) == config_key(json.loads(json.dumps(record)))
+        for field in FIELDS:
+            with pytest.raises(AnalysisError, match=field):
+                check_record({k: v for k, v in record.items() if k != field}, "line 1")
+
+
+@given(st.lists(st.tuples(st.integers(1, 9), st.floats(0.5, 60)), min_size=1, max_size=8, unique_by=lambda p: p[0]),
+       st.integers(1, 100))
+def test_validations_get_the_training_clock_at_their_update(steps, update):
+    # A real clock: updates and wall seconds both increase.
+    updates, wall = 0, 0.0
+    clock = []
+    for step, seconds in steps:
+        updates, wall = updates + step, wall + seconds
+        clock.append((updates, wall))
+    at = wall_at(clock, update)
+    exact = [w for u, w in clock if u == update]
+    if exact:
+        assert at == exact[0]
+    else:
+        below = [w for u, w in clock if u < update]
+        above = [w for u, w in clock if u > update]
+        assert (max(below) if below else above[0]) <= at <= (min(above) if above else below[-1])
+
+
+train_record = st.fixed_dictionaries({
+    "epoch": st.integers(1, 3), "loss": st.floats(0, 12).map(lambda x: f"{x:.3f}"),
+    "wps": st.integers(1, 9999).map(str), "train_wall": st.integers(0, 99).map(str),
+})
+
+
+@settings(max_examples=30)
+@given(st.lists(train_record, min_size=1, max_size=6), st.lists(st.floats(0, 12), min_size=1, max_size=6),
+       st.sampled_from(["log-file", "console"]))
+def test_a_log_reads_back_its_records_whichever_form_and_however_often_fairseq_repeats_them(
+        tmp_path_factory, records, losses, form):
+    """fairseq's --log-file writes epoch N's records N times, with no tag; the console tags them."""
+    lines = []
+    for i, record in enumerate(records, start=1):
+        inner = {**record, "num_updates": str(2 * i), "wall": str(10 * i)}
+        lines += [("train_inner", inner)] * record["epoch"]
+    for i, loss in enumerate(losses, start=1):
+        lines.append(("valid", {"epoch": 1, "valid_loss": f"{loss:.3f}", "valid_num_updates": str(2 * i)}))
+    text = "\n".join(json.dumps(r) if form == "log-file" else f"2026-01-01 00:00:00 | INFO | {tag} | {json.dumps(r)}"
+                     for tag, r in lines)
+    path = tmp_path_factory.mktemp("log") / "train.log"
+    path.write_text("some plain message\n{'_name': None}\n" + text + "\n")
+    log = read_training_log(path)
+    assert [r["num_updates"] for r in log.train_inner] == [2.0 * i for i in range(1, len(records) + 1)]
+    assert [v.metrics["valid_loss"] for v in log.validations] == [float(f"{loss:.3f}") for loss in losses]
+    for v in log.validations:  # a validation at update 2i follows the train_inner at 2i, whose wall is 10i
+        assert v.wall_s == (5.0 * v.updates if v.updates <= 2 * len(records) else 10.0 * len(records))
+
+
+def test_analyze_runs_without_fairseq_or_torch():
+    """The analysis is plain python: it runs where neither is installed (here: their import made to fail)."""
+    code = ("import runpy, sys\n"
+            "sys.modules.update(fairseq=None, fairseq_cli=None, torch=None)\n"
+            "sys.argv = ['analyze.py', '--help']\n"
+            "runpy.run_path('scripts/analyze.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("convergence", "frontier", "select", "report"):
+        assert command in proc.stdout
