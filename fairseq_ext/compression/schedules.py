@@ -1,0 +1,68 @@
+"""Sparsity as a pure function of the update number, so a resumed run prunes exactly as an
+uninterrupted one would: nothing about a schedule lives anywhere but in its arguments.
+
+All schedules return 0 before `start` (no pruning yet) and only change on updates
+start, start + every, start + 2 * every, ...
+"""
+
+from __future__ import annotations
+
+import math
+
+from .spec import choice_problem, fraction_problem, raise_problems
+
+SCHEDULES = ("oneshot", "iterative", "gradual")
+
+
+def schedule_problems(
+    *, schedule: str, target: float, start: int = 0, end: int = 0, every: int = 1, fraction: float = 0.0,
+    initial: float = 0.0,
+) -> list[str]:
+    problems = [choice_problem("schedule", schedule, SCHEDULES), fraction_problem("target", target)]
+    for option, value in (("start", start), ("end", end), ("every", every)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.append(f"{option}={value!r}: must be an integer")
+    if isinstance(start, int) and start < 0:
+        problems.append(f"start={start}: must be >= 0")
+    if isinstance(every, int) and every < 1:
+        problems.append(f"every={every}: must be >= 1")
+    if schedule == "iterative" and (fraction_problem("fraction", fraction) or fraction == 0):
+        problems.append(f"fraction={fraction!r}: the iterative schedule prunes a number in (0, 1) of the remaining weights")
+    if schedule == "gradual":
+        problems.append(fraction_problem("initial", initial))
+        if isinstance(start, int) and isinstance(end, int) and end <= start:
+            problems.append(f"end={end}, start={start}: the gradual schedule needs end > start")
+        if not fraction_problem("initial", initial) and not fraction_problem("target", target) and initial > target:
+            problems.append(f"initial={initial!r} > target={target!r}: sparsity only grows")
+    return [p for p in problems if p]
+
+
+def validate_schedule(**options) -> None:
+    raise_problems("pruning schedule", schedule_problems(**options))
+
+
+def sparsity_at(
+    update: int, *, schedule: str, target: float, start: int = 0, end: int = 0, every: int = 1,
+    fraction: float = 0.0, initial: float = 0.0,
+) -> float:
+    """oneshot: target from `start` on. iterative: on each of the updates start, start+every, ... prune
+    `fraction` of the remaining weights, capped at target. gradual (Zhu & Gupta 2017): the cubic
+    s = target + (initial - target) * (1 - (t - start) / (end - start))**3 between start and end,
+    then target."""
+    validate_schedule(
+        schedule=schedule, target=target, start=start, end=end, every=every, fraction=fraction, initial=initial
+    )
+    if update < start:
+        return 0.0
+    # The update at which the sparsity now in force was set.
+    last_step = start + (update - start) // every * every
+    if schedule == "oneshot":
+        return target
+    if schedule == "iterative":
+        steps = (last_step - start) // every + 1
+        return min(target, 1.0 - math.pow(1.0 - fraction, steps))
+    if update >= end:
+        return target
+    remaining = 1.0 - (last_step - start) / (end - start)
+    # initial + (target - initial) * (1 - remaining**3) is exactly `initial` at start.
+    return initial + (target - initial) * (1.0 - remaining**3)
