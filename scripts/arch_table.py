@@ -54,7 +54,7 @@ def numel(params):
     return sum(p.numel() for p in {id(p): p for p in params}.values())
 
 
-def describe(arch, vocab_size=None, seq_len=None, mask_prob=MaskedLMConfig.mask_prob):
+def describe(arch, vocab_size=None, seq_len=None):
     """One row of the table for ``arch``: its real fairseq model, built on the meta device."""
     model_name = ARCH_MODEL_NAME_REGISTRY[arch]
     vocab_size = vocab_size or DEFAULT_VOCAB[model_name]
@@ -62,7 +62,7 @@ def describe(arch, vocab_size=None, seq_len=None, mask_prob=MaskedLMConfig.mask_
     model = build_for_vocab(arch, vocab_size, device="meta", tokens_per_sample=seq_len)
     args = model.args
     if model_name == "roberta":
-        head, head_fraction = model.encoder.lm_head, mask_prob
+        head, head_fraction = model.encoder.lm_head, MaskedLMConfig.mask_prob
         attention_layers = args.encoder_layers
     else:
         head, head_fraction = model.decoder.output_projection, 1.0

@@ -16,7 +16,7 @@ from fairseq.models.roberta.model import RobertaModel
 
 import fairseq_ext.models.roberta_grid as roberta_grid
 import fairseq_ext.models.transformer_grid as transformer_grid
-from clitools import REPO, json_log_records, run
+from clitools import REPO, clean_env, json_log_records, run
 from conftest import TRAIN_SETTINGS
 from fairseq_ext.models.grid import GRID_ARCHS, build_for_vocab
 
@@ -68,10 +68,19 @@ def test_every_arch_builds_with_its_grid_shape(arch):
         assert model.decoder.output_projection.weight is model.encoder.embed_tokens.weight
 
 
-@pytest.mark.parametrize(
-    "arch", ["roberta_d3_h256", "transformer_wmt_en_fr_d2_h256", "transformer_wmt_en_fr_d12_h1024"]
-)
-def test_forward_and_backward_on_cpu(arch):
+@pytest.fixture
+def one_thread():
+    """Tiny batches gain nothing from intra-op threads, while on a busy 2-core machine OpenMP's
+    spinning threads made the deep model's backward 15x slower (13.6 s instead of 0.8 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# The smallest point of each grid and the deepest RoBERTa (24 pre-LN layers); wider ones only cost time.
+@pytest.mark.parametrize("arch", ["roberta_d3_h256", "transformer_wmt_en_fr_d2_h256", "roberta_d24_h512"])
+def test_forward_and_backward_on_cpu(arch, one_thread):
     torch.manual_seed(0)
     model = build_for_vocab(arch, TINY_VOCAB)
     tokens = torch.randint(4, TINY_VOCAB, (2, 7))
@@ -128,15 +137,20 @@ def test_d6_h1024_is_exactly_the_stock_vaswani_en_fr_big():
     assert vars(grid.args) == vars(stock.args) | {"arch": "transformer_wmt_en_fr_d6_h1024"}
 
 
+def build_parsed(args, vocab_size):
+    """The model fairseq-train would build from parsed ``args`` for a ``vocab_size`` dictionary."""
+    return build_for_vocab(args.arch, vocab_size, device="meta", **{k: v for k, v in vars(args).items() if k != "arch"})
+
+
 def test_roberta_d12_h768_with_post_norm_is_roberta_base():
-    base = build_for_vocab("roberta_base", 50265, device="meta")
-    post = parse("--task", "masked_lm", "--arch", "roberta_d12_h768", "--post-norm")
-    assert post.encoder_normalize_before is False
-    post_model = build_for_vocab("roberta_d12_h768", 50265, device="meta", post_norm=True)
-    assert shapes(post_model) == shapes(base) and n_params(post_model) == n_params(base)
-    pre_model = build_for_vocab("roberta_d12_h768", 50265, device="meta")
-    extra = set(shapes(pre_model)) - set(shapes(base))
-    assert extra == {"encoder.sentence_encoder.layer_norm.weight", "encoder.sentence_encoder.layer_norm.bias"}
+    roberta = ["--task", "masked_lm", "--tokens-per-sample", "512", "--arch"]
+    base = build_parsed(parse(*roberta, "roberta_base"), 50265)
+    post = build_parsed(parse(*roberta, "roberta_d12_h768", "--post-norm"), 50265)
+    assert post.args.encoder_normalize_before is False
+    assert shapes(post) == shapes(base) and n_params(post) == n_params(base) == 124_696_665
+    pre = build_parsed(parse(*roberta, "roberta_d12_h768"), 50265)
+    assert set(shapes(pre)) - set(shapes(base)) == {  # pre-norm's final LayerNorm
+        "encoder.sentence_encoder.layer_norm.weight", "encoder.sentence_encoder.layer_norm.bias"}
 
 
 def test_command_line_values_beat_the_preset():
@@ -193,8 +207,11 @@ def test_unknown_arch_is_fairseqs_invalid_choice_listing_the_grid(tmp_path):
 @pytest.mark.e2e
 def test_grid_arch_trains_on_real_multi30k_with_the_tables_parameter_count(multi30k_2k):
     arch = "transformer_wmt_en_fr_d2_h256"
+    env = clean_env()
+    env["OMP_NUM_THREADS"] = "1"  # small batches: a second thread only spins on a busy 2-core machine
     proc = run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
-                "--arch", arch, *TRAIN_SETTINGS, "--max-update", "3", "--no-save"])
+                "--arch", arch, *TRAIN_SETTINGS, "--max-tokens", "1000", "--max-update", "3",
+                "--disable-validation", "--no-save"], env=env)
     last = json_log_records(proc.output, "train")[-1]
     assert last["train_num_updates"] == "3" and float(last["train_loss"]) < 15
     vocab = len(Dictionary.load(str(multi30k_2k / "bin" / "dict.en.txt")))

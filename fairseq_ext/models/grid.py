@@ -17,6 +17,8 @@ from fairseq.models import (
     build_model,
     register_model_architecture,
 )
+from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from fairseq.utils import safe_getattr
 from torch.overrides import TorchFunctionMode
 
@@ -100,9 +102,6 @@ def build_for_vocab(arch, vocab_size, device="cpu", tokens_per_sample=512, **ove
     ``tokens_per_sample`` learned positions (512 as in the RoBERTa recipe; masked_lm's own default
     is 1024), the transformer for translation with a joined dictionary.
     """
-    from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
-    from fairseq.tasks.translation import TranslationConfig, TranslationTask
-
     dictionary = vocab_dictionary(vocab_size)
     model_name = ARCH_MODEL_NAME_REGISTRY[arch]
     if model_name == "roberta":

@@ -1,9 +1,11 @@
 """RoBERTa size grid: ``roberta_d{depth}_h{hidden}`` on fairseq's stock ``roberta`` model.
 
 Heads = hidden / 64, FFN = 4 x hidden, everything else is fairseq's RoBERTa (``roberta_base``
-minus its sizes). The grid is pre-LayerNorm by default, which keeps the deep and wide points
-trainable without warm-up tuning; ``--post-norm`` restores stock RoBERTa's post-LayerNorm, so
-``roberta_d12_h768 --post-norm`` is ``roberta_base``. Both keep RoBERTa's embedding LayerNorm.
+minus its sizes). The grid is pre-LayerNorm by default: pre-LN trains stably at every depth
+without a tuned warm-up (Xiong et al., 2020), so all 25 points can share one recipe.
+``--post-norm`` restores stock RoBERTa's post-LayerNorm, so ``roberta_d12_h768 --post-norm`` is
+``roberta_base``. Both keep RoBERTa's embedding LayerNorm (unlike fairseq's ``roberta_prenorm``).
+An explicit ``--encoder-normalize-before`` wins over ``--post-norm``, as any command-line value does.
 """
 
 import functools
