@@ -2,7 +2,7 @@
 """Print the model-size grid: shape, exact parameter count, training FLOPs per token and weight memory.
 
 Every row is the REAL fairseq model of a registered grid arch, built for a ``--vocab-size``
-dictionary on the meta device (exact shapes, no memory, the 733M-parameter roberta_d24_h1536 in
+dictionary on the meta device (exact shapes, no memory, the 760M-parameter roberta_d24_h1536 in
 a fraction of a second), so the counts are exactly those of fairseq-train's model.
 
 Embedding parameters are the token and learned position embeddings plus the output projection
@@ -15,8 +15,8 @@ Training FLOPs per token (forward + backward = 3 x forward; a multiply-add is 2 
     N    non-embedding parameters: each weight is used once per token (Kaplan et al., 2020).
     H    the non-embedding part of the output head, d*V its vocabulary projection (the tied
          embedding matrix: not in N, yet a matmul for every predicted token). f = fraction of
-         positions that go through the head: 1 for translation; --mask-prob (0.15) for RoBERTa,
-         whose masked_lm training projects only the masked tokens.
+         positions that go through the head: 1 for translation; for RoBERTa masked_lm's
+         --mask-prob (0.15), as its training projects only the masked tokens.
     A*n*d  attention scores (QK^T) and weighted sum (AV) over n = --seq-len positions of width d,
          for each of the A attention layers: 2 matmuls x 2 FLOPs x n x d forward.
     Translation counts per target token assuming |source| = |target| = n, so encoder and decoder
@@ -96,15 +96,27 @@ def describe(arch, vocab_size=None, seq_len=None):
 
 
 def selected(pattern):
-    """Grid archs whose name matches ``pattern`` as a shell glob (whole name) or a regex (anywhere)."""
-    return [a for a in GRID_ARCHS if pattern is None or fnmatch.fnmatchcase(a, pattern) or re.search(pattern, a)]
+    """Grid archs matching ``pattern`` as a glob on the whole name or, when no name does, as a regex
+    searched anywhere in the name (a glob like ``roberta_d1*`` read as a regex would match every
+    roberta arch, so the glob reading comes first)."""
+    if pattern is None:
+        return list(GRID_ARCHS)
+    by_glob = fnmatch.filter(GRID_ARCHS, pattern)
+    if by_glob:
+        return by_glob
+    try:
+        return [arch for arch in GRID_ARCHS if re.search(pattern, arch)]
+    except re.error:
+        return []
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--filter", help="glob (e.g. 'roberta_d12_*') or regex (e.g. '_h(256|512)$') on the arch name")
+    parser.add_argument("--filter", help="glob on the whole name (e.g. 'roberta_d1*'), else regex (e.g. '_h(256|512)$')")
     parser.add_argument("--vocab-size", type=int, help="dictionary size incl. specials (default: roberta 50265, MT 32000)")
-    parser.add_argument("--seq-len", type=int, help="context for the FLOPs' attention term; roberta: also --tokens-per-sample (default: roberta 512, MT 32)")
+    parser.add_argument(
+        "--seq-len", type=int, help="n of the FLOPs' attention term; roberta: also --tokens-per-sample (default 512, MT 32)"
+    )
     parser.add_argument("--format", choices=["md", "csv", "json"], default="md")
     args = parser.parse_args(argv)
 

@@ -124,6 +124,7 @@ def test_table_filter_takes_a_glob_or_a_regex_and_prints_csv_or_markdown():
     csv_lines = table("--filter", "roberta_d12_*", "--format", "csv")
     assert csv_lines[0].split(",") == arch_table.COLUMNS
     assert [line.split(",")[0] for line in csv_lines[1:]] == [f"roberta_d12_h{h}" for h in [256, 512, 768, 1024, 1536]]
+    assert len(table("--filter", "roberta_d1*", "--format", "csv")) == 1 + 10  # d12 and d18, not every roberta
     md_lines = table("--filter", "_d6_h1024$")
     assert [line.split(" | ")[0] for line in md_lines[2:]] == ["| roberta_d6_h1024", "| transformer_wmt_en_fr_d6_h1024"]
 

@@ -78,7 +78,7 @@ def vocab_dictionary(vocab_size):
     return dictionary
 
 
-class _MetaStaysOnCpuCall(TorchFunctionMode):
+class _CpuCallKeepsMeta(TorchFunctionMode):
     """Makes ``.cpu()`` of a meta tensor a no-op.
 
     fairseq's init_bert_params (RoBERTa) draws weights as ``data.cpu().normal_()`` to keep the RNG
@@ -110,5 +110,5 @@ def build_for_vocab(arch, vocab_size, device="cpu", tokens_per_sample=512, **ove
         task = TranslationTask(TranslationConfig(), dictionary, dictionary)
     else:
         raise ValueError(f"{arch} is a {model_name} arch; only roberta and transformer are supported")
-    with torch.device(device), _MetaStaysOnCpuCall():
+    with torch.device(device), _CpuCallKeepsMeta():
         return build_model(argparse.Namespace(arch=arch, **overrides), task)
