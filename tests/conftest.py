@@ -47,3 +47,40 @@ def tiny_mt_checkpoint(multi30k_2k, tmp_path_factory):
     proc = run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
                 *TINY_TRANSFORMER, *TRAIN_SETTINGS, "--max-update", "40", "--save-dir", save_dir])
     return save_dir, proc.output
+
+
+@pytest.fixture(scope="session")
+def compression_study(multi30k_2k, tmp_path_factory):
+    """A recipe's run folder in miniature, all from real runs: two sizes trained by fairseq-train --log-file into
+    OUT/train/<name>/ (12 updates, validating every 4), meta.json for "large" only (the recipes write it; the
+    analysis must do without), then scripts/sweep.py --grid tiny on both checkpoints into OUT/sweep.jsonl."""
+    import json
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from clitools import json_log_records
+
+    out = tmp_path_factory.mktemp("study")
+    archs = {"small": [{"64": "32", "128": "64"}.get(a, a) for a in TINY_TRANSFORMER], "large": TINY_TRANSFORMER}
+
+    def train(name):
+        folder = out / "train" / name
+        folder.mkdir(parents=True)
+        return run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
+                    *archs[name], *TRAIN_SETTINGS, "--log-interval", "2", "--validate-interval-updates", "4",
+                    "--max-valid-steps", "2", "--max-update", "12", "--save-dir", folder,
+                    "--log-file", folder / "train.log"]).output
+
+    with ThreadPoolExecutor(len(archs)) as pool:  # tiny models leave a core idle: train both at once
+        train_output = dict(zip(archs, pool.map(train, archs)))
+    params = re.search(r"num\. shared model params: ([\d,]+)", train_output["large"]).group(1).replace(",", "")
+    (out / "train" / "large" / "meta.json").write_text(json.dumps({
+        "name": "large", "arch": "transformer", "params": int(params), "device": "cpu",
+        "words_per_s": float(json_log_records(train_output["large"], "train_inner")[-1]["wps"])}))
+    sweep_args = ["--data", multi30k_2k / "bin", "--task", "translation", "--grid", "tiny", "--out", out / "sweep.jsonl",
+                  "--checkpoint", *(f"{name}={out / 'train' / name / 'checkpoint_last.pt'}" for name in archs),
+                  "--generate-args", "--beam 1 --max-len-a 1.2 --max-len-b 10"]
+    sweep_output = run(["scripts/sweep.py", *sweep_args]).output
+    return SimpleNamespace(out=out, data=multi30k_2k / "bin", train_output=train_output, sweep_args=sweep_args,
+                           sweep_output=sweep_output)
