@@ -50,5 +50,5 @@ def unpack(data: bytes | memoryview, bits: int, count: int) -> np.ndarray:
         stream = np.unpackbits(raw[start * bits // 8 :], count=size * bits, bitorder="little").reshape(size, bits)
         padded = np.zeros((size, width), dtype=np.uint8)
         padded[:, :bits] = stream
-        values[start : start + size] = np.packbits(padded, axis=1, bitorder="little").view(container).reshape(-1)
+        values[start : start + size] = np.packbits(padded.reshape(-1), bitorder="little").view(container)
     return values

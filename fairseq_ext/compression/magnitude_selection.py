@@ -2,16 +2,19 @@
 
 Order is (|value|, flat position in the concatenation of the arrays), so the result is unique and a
 resumed run or a second pruning pass reproduces it. The k-th smallest magnitude is first bracketed
-from a fixed-seed sample; one pass per array then writes the keep mask for everything outside the
-bracket and collects the few entries inside it, which settle the exact threshold and its ties.
-Memory is the masks plus one array-sized scratch, not a concatenation of every magnitude plus sort
-buffers. When the bracket misses or holds too much (heavy ties, e.g. re-pruning an already pruned
-model whose zeros all tie), an exact partition of the concatenated magnitudes decides instead.
+from a fixed-seed sample (the sample only affects speed, never the result); one chunked pass per
+array then writes the keep mask for everything outside the bracket and collects the few entries
+inside it, which settle the exact threshold and its ties. Extra memory is the masks plus about 1%
+of the entries, instead of a concatenation of every magnitude plus sort buffers. When the bracket
+misses or holds too much (heavy ties, e.g. re-pruning a pruned model, whose zeros all tie), an exact
+in-place partition of the concatenated magnitudes decides instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .tensors import CHUNK
 
 SAMPLE_SIZE = 1 << 20
 BRACKET_SIGMAS = 7.0  # a miss only costs time (the exact fallback), never correctness
@@ -28,11 +31,18 @@ def keep_masks(arrays: list[np.ndarray], n_prune: int) -> list[np.ndarray]:
     if n_prune == total:
         return [np.zeros(a.size, dtype=bool) for a in arrays]
     dtype = np.float64 if any(a.dtype == np.float64 for a in arrays) else np.float32
-    scratch = np.empty(max(a.size for a in arrays), dtype=dtype)
-    masks = _select_in_bracket(arrays, n_prune, _sample_bracket(arrays, n_prune, total, dtype), scratch)
+    masks = _select_in_bracket(arrays, n_prune, _sample_bracket(arrays, n_prune, total, dtype), dtype)
     if masks is None:
-        masks = _select_by_partition(arrays, n_prune, scratch)
+        masks = _select_by_partition(arrays, n_prune, dtype)
     return masks
+
+
+def _magnitude_chunks(a: np.ndarray, dtype):
+    """(start, |a[start:start + CHUNK]|) in a reused buffer."""
+    buffer = np.empty(min(CHUNK, a.size), dtype=dtype)
+    for start in range(0, a.size, CHUNK):
+        chunk = a[start : start + CHUNK]
+        yield start, np.abs(chunk, out=buffer[: chunk.size])
 
 
 def _sample_bracket(arrays, n_prune: int, total: int, dtype) -> tuple[float, float]:
@@ -56,24 +66,27 @@ def _sample_bracket(arrays, n_prune: int, total: int, dtype) -> tuple[float, flo
     return lo, hi
 
 
-def _select_in_bracket(arrays, n_prune: int, bracket: tuple[float, float], scratch) -> list[np.ndarray] | None:
+def _select_in_bracket(arrays, n_prune: int, bracket: tuple[float, float], dtype) -> list[np.ndarray] | None:
     lo, hi = bracket
     capacity = max(MIN_BAND_CAPACITY, sum(a.size for a in arrays) // 16)
     masks, band_positions, band_values = [], [], []
     below = band_size = 0
+    in_band = np.empty(min(CHUNK, max(a.size for a in arrays)), dtype=bool)
     for a in arrays:
-        magnitude = np.abs(a, out=scratch[: a.size])
-        keep = np.greater(magnitude, hi)
-        outside = np.less(magnitude, lo)
-        below += np.count_nonzero(outside)
-        np.logical_or(outside, keep, out=outside)
-        positions = np.flatnonzero(np.logical_not(outside, out=outside))
-        band_size += positions.size
-        if band_size > capacity or below > n_prune:
-            return None
-        band_positions.append(positions)
-        band_values.append(magnitude[positions])
+        keep = np.empty(a.size, dtype=bool)
+        positions = []
+        for start, magnitude in _magnitude_chunks(a, dtype):
+            chunk_keep = np.greater(magnitude, hi, out=keep[start : start + magnitude.size])
+            chunk_in_band = np.greater_equal(magnitude, lo, out=in_band[: magnitude.size])
+            below += magnitude.size - np.count_nonzero(chunk_in_band)
+            found = np.flatnonzero(np.logical_xor(chunk_in_band, chunk_keep, out=chunk_in_band))  # keep implies >= lo
+            band_size += found.size
+            if band_size > capacity or below > n_prune:
+                return None
+            positions.append(found + start)
+            band_values.append(magnitude[found])
         masks.append(keep)
+        band_positions.append(np.concatenate(positions) if positions else np.empty(0, dtype=np.int64))
     to_prune = n_prune - below
     if to_prune > band_size:
         return None
@@ -92,8 +105,8 @@ def _select_in_bracket(arrays, n_prune: int, bracket: tuple[float, float], scrat
     return masks
 
 
-def _select_by_partition(arrays, n_prune: int, scratch) -> list[np.ndarray]:
-    magnitudes = np.concatenate(arrays).astype(scratch.dtype, copy=False)
+def _select_by_partition(arrays, n_prune: int, dtype) -> list[np.ndarray]:
+    magnitudes = np.concatenate(arrays).astype(dtype, copy=False)
     np.abs(magnitudes, out=magnitudes)
     magnitudes.partition(n_prune - 1)  # in place: one concatenation is the only extra memory
     threshold = magnitudes[n_prune - 1]
@@ -101,10 +114,11 @@ def _select_by_partition(arrays, n_prune: int, scratch) -> list[np.ndarray]:
     del magnitudes
     masks = []
     for a in arrays:
-        magnitude = np.abs(a, out=scratch[: a.size])
-        keep = np.greater(magnitude, threshold)
-        ties = np.flatnonzero(magnitude == threshold)
-        keep[ties[ties_to_prune:]] = True
-        ties_to_prune = max(0, ties_to_prune - ties.size)
+        keep = np.empty(a.size, dtype=bool)
+        for start, magnitude in _magnitude_chunks(a, dtype):
+            np.greater(magnitude, threshold, out=keep[start : start + magnitude.size])
+            ties = np.flatnonzero(magnitude == threshold)
+            keep[start + ties[ties_to_prune:]] = True
+            ties_to_prune = max(0, ties_to_prune - ties.size)
         masks.append(keep)
     return masks

