@@ -1,0 +1,85 @@
+# Shared by the recipes (sourced, not run). The caller sets RECIPE (its name, for messages) before sourcing.
+#
+# Environment a user may set:
+#   FAIRSEQ_EXT_PYTHON  the python whose fairseq tools to use (default: the repo's .venv, made by `make setup`)
+#   FAIRSEQ_EXT_DATA    the folder with the embedded data sets (default: ../shared/data beside the repo)
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PY=${FAIRSEQ_EXT_PYTHON:-$REPO/.venv/bin/python}
+BIN=$(dirname "$PY")
+SHARED_DATA=${FAIRSEQ_EXT_DATA:-$(dirname "$REPO")/shared/data}
+LIB=$REPO/recipes/lib
+# fairseq must never pick up a user's site-packages (the same rule as the Makefile's).
+export PYTHONNOUSERSITE=1 PYTHONUNBUFFERED=1
+
+say() { printf '%s: %s\n' "$RECIPE" "$*" >&2; }
+die() { printf '%s: error: %s\n' "$RECIPE" "$*" >&2; exit 1; }
+
+# A bad option: the one-line error, then where the usage is.
+usage_error() { die "$* (see --help)"; }
+
+# need_value "$@": the option in $1 takes a value, so there must be a next word.
+need_value() { (($# >= 2)) || usage_error "$1 needs a value"; }
+
+# The venv python and the fairseq tools the recipe uses, before any work starts.
+check_tools() {
+    [[ -x $PY ]] || die "no python at $PY: run \`make setup\` first (or set FAIRSEQ_EXT_PYTHON)"
+    local tool
+    for tool in fairseq-preprocess fairseq-train "$@"; do
+        [[ -x $BIN/$tool ]] || die "$tool not found in $BIN: run \`make setup\` (fairseq is installed into .venv)"
+    done
+}
+
+# Sets TRAIN_DEVICE_ARGS for fairseq-train: mixed precision on a GPU, --cpu otherwise (or when FORCE_CPU=1).
+detect_device() {
+    if [[ ${FORCE_CPU:-0} == 1 ]] || ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+        TRAIN_DEVICE_ARGS=(--cpu)
+        DEVICE=cpu
+    else
+        TRAIN_DEVICE_ARGS=(--fp16)
+        DEVICE=gpu
+    fi
+}
+
+# step N TOTAL TITLE: a header for each stage, so a long log shows where it is.
+step() { say "[$1/$2] $3"; }
+
+# seconds MINUTES: whole seconds of a float number of minutes ("2.5" -> 150).
+seconds() { "$PY" -c 'import sys; print(round(float(sys.argv[1]) * 60))' "$1"; }
+
+# settings_guard OUT KEY=VALUE...: the first run records its settings in OUT/settings.txt; a re-run with other
+# settings into the same folder would mix incomparable results, so it stops (a re-run with the same ones resumes).
+settings_guard() {
+    local out=$1
+    shift
+    local wanted
+    wanted=$(printf '%s\n' "$@")
+    if [[ -f $out/settings.txt ]]; then
+        [[ $(cat "$out/settings.txt") == "$wanted" ]] || die "$out holds a run made with other settings" \
+            "($(diff <(cat "$out/settings.txt") <(echo "$wanted") | grep '^[<>]' | tr '\n' ' '| sed 's/ $//')); use another --out"
+    else
+        mkdir -p "$out"
+        echo "$wanted" >"$out/settings.txt"
+    fi
+}
+
+# train_grid OUT BUDGET_S ARCH... -- FAIRSEQ_ARGS...: every arch for the same wall-clock budget, one after the other
+# (never side by side: each must have the machine to itself for its words/s to mean anything).
+# Each lands in OUT/train/<short name>/; a finished one (meta.json) is skipped, an interrupted one resumes.
+train_grid() {
+    local out=$1 budget=$2
+    shift 2
+    local archs=()
+    while [[ $1 != -- ]]; do archs+=("$1"); shift; done
+    shift
+    local i=0 arch
+    for arch in "${archs[@]}"; do
+        i=$((i + 1))
+        "$PY" "$LIB/train_budget.py" --save-dir "$out/train/$(short_name "$arch")" --arch "$arch" \
+            --budget-s "$budget" --label "$i/${#archs[@]}" --models-after $((${#archs[@]} - i)) \
+            ${LAUNCH:+--launch "$LAUNCH"} -- "$@"
+    done
+}
+
+# short_name ARCH: the model's name in folders, plots and tables (transformer_wmt_en_fr_d2_h256 -> d2_h256).
+short_name() { echo "d${1##*_d}"; }

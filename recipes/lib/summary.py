@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Print a recipe's results in a few lines: per size, its rate and scores; per memory budget, the winner.
+
+    summary.py OUT
+
+Reads what the recipe and `analyze.py report` left in OUT: train/*/meta.json, sweep.jsonl, report/budgets.json.
+"""
+import json
+import sys
+from pathlib import Path
+
+
+def number(value, digits=3):
+    return "-" if value is None else f"{value:,.{digits}g}" if isinstance(value, float) else f"{value:,}"
+
+
+def table(rows, header):
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    return ["  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+
+
+def main(out):
+    out = Path(out)
+    metas = [json.loads(p.read_text()) for p in sorted(out.glob("train/*/meta.json"))]
+    metas.sort(key=lambda m: m.get("params") or 0)
+    records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines() if line.strip()]
+    dense = {r["model"]: r for r in records if r["method"] == "dense"}
+    metric = records[0]["metric"] if records else "score"
+    lines = [f"device: {metas[0]['device']}" if metas else "no trained models"]
+    rows = [[m["name"], f"{m['params'] / 1e6:.1f}M" if m.get("params") else "-", number(m.get("words_per_s")),
+             m.get("updates", "-"), number(m.get("valid_loss")),
+             number(dense[m["name"]]["value"]) if m["name"] in dense else "-"] for m in metas]
+    lines += table(rows, ["model", "params", "train words/s", "updates", "valid loss", f"{metric} (uncompressed)"])
+    finished = [m for m in metas if m.get("valid_loss") is not None]
+    if len(finished) > 1:
+        best = min(finished, key=lambda m: m["valid_loss"])
+        lines.append(f"lowest validation loss after the same wall-clock budget: {best['name']}")
+    budgets_file = out / "report" / "budgets.json"
+    if budgets_file.is_file():
+        budgets = json.loads(budgets_file.read_text())
+        lines.append("best under each memory budget:")
+        lines += [f"  {row['answer']}" for row in budgets]
+        kinds = {}
+        for row in budgets:
+            kinds.setdefault(row["kind"], []).append(row)
+        lines.append("so the best model under a budget was: " + "; ".join(
+            f"{kind} under {len(rows)} of {len(budgets)} budgets" for kind, rows in kinds.items()))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__.strip())
+    main(sys.argv[1])

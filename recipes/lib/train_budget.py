@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Train one model with fairseq-train for a wall-clock budget, show its progress, and describe it in meta.json.
+
+    train_budget.py --save-dir OUT/train/d2_h256 --arch ARCH --budget-s 120 [--label 2/6] [--models-after 4]
+                    [--launch "torchrun --nproc-per-node 8"] -- DATA [fairseq-train options ...]
+
+The budget is fairseq's own --stop-time-hours: the trainer's cumulative time, which a resumed run carries on
+from its checkpoint, so an interrupted model resumes (checkpoint_last.pt in --save-dir) with the time it has
+left. fairseq-train writes SAVE_DIR/train.log (--log-file, --log-format json) and its console output to
+SAVE_DIR/stdout.log; this prints one progress line every few seconds instead. When it ends, SAVE_DIR/meta.json
+gets {"name", "arch", "params", "device", "words_per_s", ...} measured from the log, for scripts/analyze.py.
+A folder with a meta.json is finished and is skipped.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROGRESS_EVERY_S = 10
+PARAMS_LINE = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
+
+
+def clock(seconds):
+    minutes, seconds = divmod(max(0, round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def json_records(lines):
+    """The JSON records of a fairseq --log-format json log, each once.
+
+    fairseq adds one more --log-file handler per epoch, so epoch N's records are written N times: a line seen
+    before is the same record again.
+    """
+    seen = set()
+    for line in lines:
+        start = line.find("{")
+        text = line[start:].strip()
+        if start < 0 or not text.endswith("}") or text in seen:
+            continue
+        seen.add(text)
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:  # the config dump is a python dict, not JSON
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def describe_device(fairseq_args):
+    if "--cpu" in fairseq_args:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "CPU"
+        return f"cpu: {os.cpu_count()} cores ({model})"
+    import torch
+
+    precision = "fp16 mixed precision" if "--fp16" in fairseq_args else "fp32"
+    return f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, {precision}"
+
+
+def measure(save_dir, arch, budget_s, fairseq_args):
+    """meta.json's content, from the train log: the rate is the median words/s (target tokens) of the
+    train_inner intervals after the first (which holds the start-up: allocation, the first batches)."""
+    lines = (save_dir / "train.log").read_text(errors="replace").splitlines()
+    records = list(json_records(lines))
+    inner = [r for r in records if "num_updates" in r and "wps" in r]
+    epochs = [r for r in records if "train_wps" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    # fairseq logs a rate of 0 where it had a single update to time: that is no measurement.
+    rates = [float(r["wps"]) for r in (inner[1:] if len(inner) > 1 else inner) if float(r["wps"]) > 0]
+    if not rates and epochs and float(epochs[-1]["train_wps"]) > 0:
+        rates = [float(epochs[-1]["train_wps"])]
+    words_per_s = statistics.median(rates) if rates else None
+    params = [int(m.group(1).replace(",", "")) for m in map(PARAMS_LINE.search, lines) if m]
+    updates = max([int(r["num_updates"]) for r in inner] + [int(r["train_num_updates"]) for r in epochs], default=0)
+    return {
+        "name": save_dir.name,
+        "arch": arch,
+        "params": params[-1] if params else None,
+        "device": describe_device(fairseq_args),
+        "words_per_s": words_per_s,
+        "budget_s": budget_s,
+        "updates": updates,
+        "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
+        "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
+    }
+
+
+def run_fairseq(cmd, save_dir, label, budget_s, models_after):
+    """fairseq-train with its console output into stdout.log and a progress line every PROGRESS_EVERY_S."""
+    name = save_dir.name
+    started = time.monotonic()
+    last_print = 0.0
+    with open(save_dir / "stdout.log", "a") as console:
+        console.write(f"\n$ {shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in proc.stdout:
+            console.write(line)
+            record = next(json_records([line]), None) if "train_inner" in line else None
+            now = time.monotonic()
+            if record is None or now - last_print < PROGRESS_EVERY_S:
+                continue
+            last_print = now
+            elapsed = now - started
+            # What is left of this model's budget, plus the models after it at a full budget each.
+            left = max(0.0, budget_s - elapsed) + models_after * budget_s
+            print(f"  [train {label}] {name}: {clock(elapsed)} of {clock(budget_s)}, update {record['num_updates']}, "
+                  f"loss {record['loss']}, {record['wps']} words/s | training left: about {clock(left)}",
+                  file=sys.stderr, flush=True)
+    return proc.wait()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage=__doc__.split("\n\n")[1])
+    p.add_argument("--save-dir", type=Path, required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--budget-s", type=float, required=True, help="wall-clock training budget, seconds")
+    p.add_argument("--label", default="1/1", help="where this model is in its grid, e.g. 2/6")
+    p.add_argument("--models-after", type=int, default=0, help="models still to train after this one")
+    p.add_argument("--launch", default="", help="a launcher to put before fairseq-train (torchrun, srun)")
+    p.add_argument("fairseq_args", nargs=argparse.REMAINDER, help="-- DATA and fairseq-train options")
+    args = p.parse_args(argv)
+    fairseq_args = args.fairseq_args[1:] if args.fairseq_args[:1] == ["--"] else args.fairseq_args
+    save_dir = args.save_dir
+    name = save_dir.name
+    if (save_dir / "meta.json").is_file():
+        meta = json.loads((save_dir / "meta.json").read_text())
+        print(f"  [train {args.label}] {name}: finished before ({meta['updates']} updates), skipping",
+              file=sys.stderr)
+        return 0
+    save_dir.mkdir(parents=True, exist_ok=True)
+    tool = Path(sys.executable).parent / "fairseq-train"
+    cmd = [*shlex.split(args.launch), str(tool), *fairseq_args, "--arch", args.arch, "--save-dir", str(save_dir),
+           "--log-file", str(save_dir / "train.log"), "--log-format", "json", "--no-progress-bar",
+           "--stop-time-hours", f"{args.budget_s / 3600:.6f}"]
+    resumed = " (resuming its checkpoint)" if (save_dir / "checkpoint_last.pt").is_file() else ""
+    print(f"  [train {args.label}] {name} ({args.arch}): {clock(args.budget_s)} budget{resumed}", file=sys.stderr,
+          flush=True)
+    returncode = run_fairseq(cmd, save_dir, args.label, args.budget_s, args.models_after)
+    if returncode != 0:
+        tail = (save_dir / "stdout.log").read_text(errors="replace").splitlines()[-25:]
+        print("\n".join("    " + line for line in tail), file=sys.stderr)
+        print(f"train_budget.py: error: fairseq-train failed for {name} (exit {returncode}); "
+              f"its output: {save_dir / 'stdout.log'}", file=sys.stderr)
+        return 1
+    meta = measure(save_dir, args.arch, args.budget_s, fairseq_args)
+    (save_dir / "meta.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(save_dir / "meta.json.tmp", save_dir / "meta.json")
+    rate = f"{meta['words_per_s']:,.0f} words/s" if meta["words_per_s"] else "no words/s logged"
+    print(f"  [train {args.label}] {name}: {meta['updates']} updates, {rate}, valid loss {meta['valid_loss']}",
+          file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Multi30k En-Fr: both claims of "Train Large, Then Compress" at demo scale, on the machine this runs on.
+# prepare data -> train a size grid for one wall-clock budget each -> compression sweep (BLEU) -> report.
+set -euo pipefail
+RECIPE=multi30k_en_fr
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+usage() {
+    cat <<'EOF'
+usage: recipes/multi30k_en_fr/run.sh [--quick | --tiny] [options]
+
+Trains transformer_wmt_en_fr_d*_h* models of several widths and depths on Multi30k En-Fr, each for the same
+wall-clock budget, compresses every one (magnitude pruning 0-90%, 8/6/4/3-bit quantization, both combined),
+scores each with fairseq-generate --scoring sacrebleu on test_2016_flickr, and writes a report that says which
+model was best under each memory budget. A re-run with the same options resumes: finished steps are skipped.
+
+modes (pick one; each has its own default --out):
+  (default)         6 models (d2, d4 x h256, h512, h768), 2 minutes each; sweep on all 1,000 test sentences.
+                    About 30 minutes on 2 CPU cores.
+  --quick           the same 6 sizes for 15 s each; a smaller sweep on the first 200 test sentences. ~5 minutes.
+  --tiny            2 models for 4 s each on 2,000 training pairs; 3 configs on 40 test sentences (smoke test).
+
+options:
+  --out DIR         where everything goes (default: runs/multi30k_en_fr, runs/multi30k_en_fr-quick, -tiny)
+  --from DIR        the Multi30k raw files (train.en.gz, ..., test_2016_flickr.fr.gz); default: the shared copy
+                    in $FAIRSEQ_EXT_DATA/multi30k if there, else downloaded from github.com/multi30k/dataset
+  --budget MIN      training minutes per model (wall-clock, fairseq's --stop-time-hours)
+  --archs "LIST"    the sizes, e.g. "d2_h256 d6_h512" (transformer_wmt_en_fr_<size>; see scripts/arch_table.py)
+  --grid NAME       the sweep's compression grid: full, quick or tiny (see scripts/sweep.py --help)
+  --train-args "A"  more fairseq-train options (they come last, so they win), e.g. "--max-tokens 8192"
+  --cpu             train on the CPU even if a GPU is there (on a GPU: fp16 mixed precision)
+  -h, --help        this text
+
+Everything lands in --out: data/ (text, sentencepiece model, binarized), train/<size>/ (train.log in fairseq's
+JSON format, meta.json with params, device and words/s, checkpoints), sweep.jsonl, report/report.md.
+Hyper-parameters are the same for every size (pre-norm, Adam (0.9, 0.98), lr 1e-3 after a 50-update warm-up,
+inverse-sqrt decay, label smoothing 0.1, 4,096-token batches); validation every 10 updates on a CPU, 500 on a GPU.
+EOF
+}
+
+MODE=default OUT="" FROM="" BUDGET="" ARCHS="" GRID="" TRAIN_EXTRA=""
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --quick) MODE=quick ;;
+            --tiny) MODE=tiny ;;
+            --out) need_value "$@"; OUT=$2; shift ;;
+            --from) need_value "$@"; FROM=$2; shift ;;
+            --budget) need_value "$@"; BUDGET=$2; shift ;;
+            --archs) need_value "$@"; ARCHS=$2; shift ;;
+            --grid) need_value "$@"; GRID=$2; shift ;;
+            --train-args) need_value "$@"; TRAIN_EXTRA=$2; shift ;;
+            --cpu) FORCE_CPU=1 ;;
+            -h | --help) usage; exit 0 ;;
+            *) usage_error "unknown option $1" ;;
+        esac
+        shift
+    done
+}
+
+# Per mode: data size, sizes, budget, sweep grid and how many test sentences it scores (0 = all of them).
+set_mode_defaults() {
+    local archs budget grid
+    case $MODE in
+        default) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=2 grid=full TEST_LINES=0
+            PREPARE_ARGS=() ;;
+        quick) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=0.25 grid=quick TEST_LINES=200
+            PREPARE_ARGS=() ;;
+        tiny) archs="d2_h256 d2_h512" budget=0.067 grid=tiny TEST_LINES=40
+            PREPARE_ARGS=(--train-size 2000 --vocab-size 1000) ;;
+    esac
+    OUT=${OUT:-$REPO/runs/multi30k_en_fr$([[ $MODE == default ]] || echo "-$MODE")}
+    ARCHS=${ARCHS:-$archs}
+    BUDGET=${BUDGET:-$budget}
+    GRID=${GRID:-$grid}
+    if [[ -z $FROM && -f $SHARED_DATA/multi30k/train.en.gz ]]; then
+        FROM=$SHARED_DATA/multi30k
+    fi
+}
+
+check_inputs() {
+    check_tools fairseq-generate
+    [[ -z $FROM || -d $FROM ]] || usage_error "--from $FROM: no such folder"
+    [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] && [[ $BUDGET != 0 ]] || usage_error "--budget $BUDGET: expected minutes > 0"
+    [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    local size
+    for size in $ARCHS; do
+        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d2_h256"
+    done
+    "$PY" - "$REPO" $ARCHS <<'EOF' || exit 1
+import sys
+sys.path.insert(0, sys.argv[1])
+from fairseq_ext.models.grid import GRID_ARCHS
+unknown = [s for s in sys.argv[2:] if f"transformer_wmt_en_fr_{s}" not in GRID_ARCHS]
+if unknown:
+    known = sorted({n.split("_", 4)[-1] for n in GRID_ARCHS if n.startswith("transformer_wmt_en_fr_")})
+    sys.exit(f"multi30k_en_fr: error: --archs: no grid arch transformer_wmt_en_fr_{unknown[0]} "
+             f"(sizes: {' '.join(known)})")
+EOF
+}
+
+prepare_data() {
+    "$PY" "$REPO/scripts/prepare_multi30k.py" --out "$OUT/data" ${FROM:+--from "$FROM"} "${PREPARE_ARGS[@]}"
+    EVAL_DATA=$OUT/data/bin
+    if ((TEST_LINES > 0)); then
+        EVAL_DATA=$OUT/data/bin-test$TEST_LINES
+        [[ -f $EVAL_DATA/test.en-fr.fr.bin ]] || binarize_test_head "$TEST_LINES" "$EVAL_DATA"
+    fi
+}
+
+# binarize_test_head N DIR: the first N test pairs alone, with the training dictionary, for a shorter sweep.
+binarize_test_head() {
+    local lines=$1 dest=$2 lang
+    mkdir -p "$OUT/data/bpe-test$lines"
+    for lang in en fr; do
+        head -n "$lines" "$OUT/data/bpe/test.$lang" >"$OUT/data/bpe-test$lines/test.$lang"
+    done
+    "$BIN/fairseq-preprocess" --source-lang en --target-lang fr --testpref "$OUT/data/bpe-test$lines/test" \
+        --srcdict "$OUT/data/bin/dict.en.txt" --joined-dictionary --destdir "$dest.tmp" --workers 1 >/dev/null
+    mv "$dest.tmp" "$dest"
+}
+
+train_models() {
+    local archs=() size
+    for size in $ARCHS; do archs+=("transformer_wmt_en_fr_$size"); done
+    # Validation and logging intervals are in updates; a GPU makes ~50x more of them in the same time.
+    local valid_every=10 log_every=2 workers=0
+    if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
+    local args=(
+        "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation
+        --encoder-normalize-before --decoder-normalize-before
+        --optimizer adam --adam-betas "(0.9, 0.98)" --clip-norm 1.0
+        --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
+        --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
+        --max-tokens 4096 --seed 1 --num-workers "$workers"
+        --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
+        "${TRAIN_DEVICE_ARGS[@]}"
+    )
+    # shellcheck disable=SC2206  # --train-args is a list of words on purpose
+    args+=($TRAIN_EXTRA)
+    train_grid "$OUT" "$(seconds "$BUDGET")" "${archs[@]}" -- "${args[@]}"
+}
+
+sweep() {
+    local checkpoints=() size
+    for size in $ARCHS; do checkpoints+=("$size=$OUT/train/$size/checkpoint_last.pt"); done
+    "$PY" "$REPO/scripts/sweep.py" --data "$EVAL_DATA" --task translation --subset test --grid "$GRID" \
+        --checkpoint "${checkpoints[@]}" --out "$OUT/sweep.jsonl" \
+        --generate-args "--beam 4 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000"
+}
+
+report() {
+    "$PY" "$REPO/scripts/analyze.py" report --run "$OUT" >/dev/null
+    "$PY" "$LIB/summary.py" "$OUT"
+}
+
+main() {
+    parse_args "$@"
+    set_mode_defaults
+    check_inputs
+    detect_device
+    local started=$SECONDS
+    settings_guard "$OUT" "mode=$MODE" "archs=$ARCHS" "budget_min=$BUDGET" "grid=$GRID" \
+        "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
+    say "mode $MODE on $DEVICE: $(wc -w <<<"$ARCHS") models x $BUDGET min, sweep grid $GRID, into $OUT"
+    step 1 4 "data"
+    prepare_data
+    step 2 4 "training $(wc -w <<<"$ARCHS") models for $BUDGET min each"
+    train_models
+    step 3 4 "compression sweep ($GRID grid, test_2016_flickr$( ((TEST_LINES > 0)) && echo ", first $TEST_LINES sentences"))"
+    sweep
+    step 4 4 "report"
+    report
+    say "done in $(((SECONDS - started) / 60))m$(((SECONDS - started) % 60))s; report: $OUT/report/report.md"
+}
+
+main "$@"
