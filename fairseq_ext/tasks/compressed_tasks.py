@@ -1,0 +1,29 @@
+"""``compressed_translation``, ``compressed_masked_lm``, ``compressed_sentence_prediction``: each the stock fairseq
+task with CompressionConfig's flags mixed into its config and CompressionTaskMixin's hooks in front of its methods.
+With every compression flag at its default they are the stock tasks.
+"""
+from dataclasses import dataclass
+
+from fairseq.tasks import register_task
+from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
+from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from .compression import CompressionTaskMixin
+from .compression_config import CompressionConfig
+
+# compressed task -> the stock task it extends (also used to tell users how to retarget a stock checkpoint).
+COMPRESSED_VARIANT_OF = {}
+
+
+def register_compressed(stock_name, stock_config, stock_task):
+    name = f"compressed_{stock_name}"
+    config = dataclass(type(f"Compressed{stock_config.__name__}", (stock_config, CompressionConfig), {}))
+    task = type(f"Compressed{stock_task.__name__}", (CompressionTaskMixin, stock_task), {"__doc__": __doc__})
+    COMPRESSED_VARIANT_OF[name] = stock_name
+    return register_task(name, dataclass=config)(task)
+
+
+register_compressed("translation", TranslationConfig, TranslationTask)
+register_compressed("masked_lm", MaskedLMConfig, MaskedLMTask)
+register_compressed("sentence_prediction", SentencePredictionConfig, SentencePredictionTask)

@@ -1,0 +1,177 @@
+"""What a ``compressed_*`` task adds to its stock task: the fairseq hooks that run fairseq_ext.compression.
+
+Two modes, told apart by how fairseq builds the model:
+
+- Evaluation (fairseq-generate, -validate, -interactive, hub loading). fairseq builds the model with
+  ``build_model(cfg, from_checkpoint=True)`` and then calls ``model.load_state_dict(checkpoint weights)``. A
+  load_state_dict post-hook compresses the model right after that, in place and once, before any decoding or
+  scoring, and logs one ``compressed {json}`` line. The checkpoint may come from the stock task: generate and
+  interactive use the task named on the command line, whatever task trained the weights.
+- Training (fairseq-train builds with ``from_checkpoint=False``). Pruning follows ``--prune-schedule``, a pure
+  function of fairseq's update count; the masks are re-applied after every optimizer step, so pruned weights are
+  exactly zero in every checkpoint. Masks are not stored: on the first step of a process (a fresh start or a resume
+  from checkpoint_last.pt) they are recomputed by magnitude at the scheduled sparsity, which on a pruned checkpoint
+  selects exactly its zeros again (the core prunes exact counts and breaks ties by position), so a resumed run
+  continues with the masks of the uninterrupted one. ``--quant-aware`` runs each forward/backward (and validation)
+  with fake-quantized weights; the optimizer updates the float weights (straight-through estimator), which are what
+  the checkpoints hold.
+
+In both modes ``reduce_metrics`` adds ``sparsity`` and ``model_mb`` to fairseq's train/valid logs, for any
+criterion (so no criterion wrappers are needed).
+"""
+import json
+import logging
+
+from fairseq.logging import metrics
+
+from fairseq_ext.compression import (
+    CompressionSpec,
+    QuantizationAwareTraining,
+    account,
+    apply_masks,
+    compress,
+    magnitude_masks,
+    prunable_weights,
+    quantizable_weights,
+    sparsity_at,
+)
+
+from .compression_config import check_compression_config, compression_on, pruning_on, value
+
+logger = logging.getLogger(__name__)
+
+MB = 1e6  # the core's reports count decimal megabytes
+
+
+def compression_spec(cfg, sparsity=None):
+    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training)."""
+    return CompressionSpec(
+        sparsity=value(cfg, "prune_sparsity") if sparsity is None else sparsity,
+        scope=value(cfg, "prune_scope"),
+        prune_embeddings=bool(value(cfg, "prune_embeddings")),
+        bits=int(value(cfg, "quant_bits")),
+        scheme=value(cfg, "quant_scheme"),
+        granularity=value(cfg, "quant_granularity"),
+        quantize_embeddings=not value(cfg, "quant_skip_embeddings"),
+    )
+
+
+def scheduled_sparsity(cfg, num_updates):
+    """The sparsity the schedule prescribes once ``num_updates`` updates are done."""
+    return sparsity_at(
+        num_updates,
+        schedule=value(cfg, "prune_schedule"),
+        target=value(cfg, "prune_sparsity"),
+        start=value(cfg, "prune_start_update"),
+        end=value(cfg, "prune_end_update"),
+        every=value(cfg, "prune_every"),
+        fraction=value(cfg, "prune_fraction"),
+    )
+
+
+def summary(report, model):
+    """The figures of the one ``compressed {json}`` log line that sweep scripts grep for."""
+    return {
+        "sparsity": round(report.sparsity, 4),
+        "bits": report.bits,
+        "compressed_mb": round(report.total_bytes / MB, 3),
+        "fp32_mb": round(report.fp32_bytes / MB, 3),
+        "ratio": round(report.ratio, 2),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+
+
+class CompressionTaskMixin:
+    """Put first among the bases of a stock task class; ``cfg`` must include CompressionConfig's fields."""
+
+    def __init__(self, cfg, *args, **kwargs):
+        check_compression_config(cfg)  # before any data is read: bad flags fail at start-up
+        compression_spec(cfg).validate()
+        super().__init__(cfg, *args, **kwargs)
+        self._trained_model = None  # set in training mode only
+        self._masks = None  # training: keep masks in force ({} = none); None until the first step
+        self._mask_sparsity = None
+        self._figures = None  # {"sparsity", "model_mb"} for the logs; None = recompute
+
+    # ---- evaluation: compress once the checkpoint's weights are in ----
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        if from_checkpoint:
+            model.register_load_state_dict_post_hook(self._compress_loaded_model)
+        else:
+            self._trained_model = model
+        return model
+
+    def _compress_loaded_model(self, model, incompatible_keys):
+        spec = compression_spec(self.cfg)
+        report = compress(model, spec)[0] if spec.enabled else account(model, spec)
+        self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
+        logger.info("compressed %s", json.dumps(summary(report, model)))
+
+    # ---- training: schedule, masks after every step, quantization-aware passes ----
+
+    def _unwrapped(self, model):
+        # Mask names must not depend on fairseq's distributed wrapper ("module." prefixes): use the model we built.
+        return self._trained_model if self._trained_model is not None else model
+
+    def _prunable(self, model):
+        return prunable_weights(self._unwrapped(model), include_embeddings=bool(value(self.cfg, "prune_embeddings")))
+
+    def _prune_to(self, model, sparsity):
+        """(Re)compute magnitude masks at ``sparsity`` on the current weights, and zero what they prune."""
+        weights = self._prunable(model)
+        self._masks = magnitude_masks(weights, sparsity, value(self.cfg, "prune_scope")) if sparsity > 0 else {}
+        apply_masks(weights, self._masks)
+        self._mask_sparsity = sparsity
+        self._figures = None
+
+    def _quantization_aware(self, model):
+        weights = quantizable_weights(self._unwrapped(model), include_embeddings=not value(self.cfg, "quant_skip_embeddings"))
+        masks = {name: mask for name, mask in (self._masks or {}).items() if name in weights}
+        return QuantizationAwareTraining(
+            weights, int(value(self.cfg, "quant_bits")), value(self.cfg, "quant_scheme"),
+            value(self.cfg, "quant_granularity"), masks=masks,
+        )
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if pruning_on(self.cfg) and self._mask_sparsity is None:
+            # First step of this process: a fresh start, or a resume whose checkpoint holds the zeros.
+            self._prune_to(model, scheduled_sparsity(self.cfg, update_num))
+        if not value(self.cfg, "quant_aware"):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        with self._quantization_aware(model):  # backward runs inside: gradients at the quantized weights
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        super().optimizer_step(optimizer, model, update_num)
+        if not pruning_on(self.cfg):
+            return
+        apply_masks(self._prunable(model), self._masks or {})  # the step moved pruned weights (momentum)
+        sparsity = scheduled_sparsity(self.cfg, update_num + 1)  # this step completes update update_num + 1
+        if sparsity != self._mask_sparsity:
+            self._prune_to(model, sparsity)
+
+    def valid_step(self, sample, model, criterion):
+        if self._trained_model is None or not value(self.cfg, "quant_aware"):
+            return super().valid_step(sample, model, criterion)
+        with self._quantization_aware(model):  # validate what quantization-aware training optimises
+            return super().valid_step(sample, model, criterion)
+
+    # ---- logs ----
+
+    def _figure(self, key):
+        if self._figures is None and self._trained_model is not None:
+            sparsity = self._mask_sparsity or 0.0
+            spec = compression_spec(self.cfg, sparsity=sparsity)
+            report = account(self._trained_model, spec, self._masks if sparsity > 0 else None)
+            self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
+        return round(self._figures[key], 4) if self._figures else 0.0
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        super().reduce_metrics(logging_outputs, criterion)
+        if compression_on(self.cfg):
+            # Derived meters are read when fairseq prints a record, so each record shows the figures at its own
+            # update (an average over the logging interval would blur a schedule that is moving).
+            metrics.log_derived("sparsity", lambda meters: self._figure("sparsity"), priority=250)
+            metrics.log_derived("model_mb", lambda meters: self._figure("model_mb"), priority=251)

@@ -1,0 +1,160 @@
+"""The compression flags, one dataclass mixed into the config of every ``compressed_*`` task.
+
+fairseq turns each field into a command-line flag (``prune_sparsity`` -> ``--prune-sparsity``) and stores it in the
+checkpoint's ``cfg.task``, which is what lets ``fairseq-validate`` override it later. Every default means "off", so
+a compressed task with no flags is the stock task. Booleans all default to False: fairseq turns a True-default bool
+into a ``store_false`` flag whose name says the opposite of what it does.
+
+``check_compression_config`` validates the flags as a whole at start-up and reports every problem at once, in the
+user's vocabulary (flag names and allowed values), not the core's argument names.
+"""
+import logging
+from dataclasses import dataclass, field, fields
+
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+
+logger = logging.getLogger(__name__)
+
+PRUNE_SCOPES = ["global", "layer"]
+PRUNE_SCHEDULES = ["oneshot", "iterative", "gradual"]
+QUANT_SCHEMES = ["symmetric", "asymmetric"]
+QUANT_GRANULARITIES = ["channel", "tensor"]
+QUANT_BITS_OFF = (16, 32)  # kept as float: nothing to quantize
+QUANT_BITS_ON = range(2, 9)
+
+
+@dataclass
+class CompressionConfig(FairseqDataclass):
+    prune_sparsity: float = field(
+        default=0.0,
+        metadata={"help": "fraction of the weights to zero by magnitude, 0 <= F < 1 (0: no pruning); the target of "
+                          "--prune-schedule while training"},
+    )
+    prune_scope: ChoiceEnum(PRUNE_SCOPES) = field(
+        default="global",
+        metadata={"help": "rank weights by magnitude across all pruned matrices (global) or within each (layer)"},
+    )
+    prune_embeddings: bool = field(
+        default=False, metadata={"help": "prune the embedding matrices too (by default they are kept dense)"}
+    )
+    prune_schedule: ChoiceEnum(PRUNE_SCHEDULES) = field(
+        default="oneshot",
+        metadata={"help": "while training: oneshot (all of --prune-sparsity at --prune-start-update), iterative "
+                          "(--prune-fraction of the remaining weights every --prune-every updates), gradual "
+                          "(cubic ramp from --prune-start-update to --prune-end-update, Zhu & Gupta 2017)"},
+    )
+    prune_start_update: int = field(default=0, metadata={"help": "update at which pruning starts while training"})
+    prune_end_update: int = field(
+        default=0, metadata={"help": "update at which the gradual schedule reaches --prune-sparsity (0: unset)"}
+    )
+    prune_every: int = field(default=1, metadata={"help": "updates between two pruning steps of the schedule"})
+    prune_fraction: float = field(
+        default=0.0,
+        metadata={"help": "iterative schedule: fraction of the still-kept weights pruned at each step, 0 < F < 1"},
+    )
+    quant_bits: int = field(
+        default=32, metadata={"help": "weight precision, 2..8 bits (16 or 32: no quantization)"}
+    )
+    quant_scheme: ChoiceEnum(QUANT_SCHEMES) = field(
+        default="symmetric", metadata={"help": "quantization grid: symmetric around 0, or asymmetric (min..max)"}
+    )
+    quant_granularity: ChoiceEnum(QUANT_GRANULARITIES) = field(
+        default="channel", metadata={"help": "one quantization scale per output channel (row), or per tensor"}
+    )
+    quant_skip_embeddings: bool = field(
+        default=False, metadata={"help": "keep the embedding matrices in float (by default they are quantized)"}
+    )
+    quant_aware: bool = field(
+        default=False,
+        metadata={"help": "while training: quantization-aware training (forward and backward at --quant-bits, "
+                          "float weights updated by the straight-through estimator)"},
+    )
+
+
+COMPRESSION_FIELDS = tuple(f.name for f in fields(CompressionConfig))
+DEFAULTS = {f.name: f.default for f in fields(CompressionConfig)}
+
+
+def flag(name):
+    """The command-line spelling of a config field."""
+    return "--" + name.replace("_", "-")
+
+
+def value(cfg, name):
+    """A field's value as plain Python (ChoiceEnum values are StrEnums in a live config)."""
+    v = getattr(cfg, name, DEFAULTS[name])
+    return str(v) if name in ("prune_scope", "prune_schedule", "quant_scheme", "quant_granularity") else v
+
+
+def pruning_on(cfg):
+    return value(cfg, "prune_sparsity") > 0
+
+
+def quantization_on(cfg):
+    return value(cfg, "quant_bits") not in QUANT_BITS_OFF
+
+
+def compression_on(cfg):
+    return pruning_on(cfg) or quantization_on(cfg)
+
+
+def compression_problems(cfg):
+    """Every contradiction among the flags, each naming the flag(s) and what is allowed; [] when consistent."""
+    v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
+    problems = []
+    if not 0.0 <= v["prune_sparsity"] < 1.0:
+        problems.append(f"--prune-sparsity must be in [0, 1) (got {v['prune_sparsity']})")
+    bits = v["quant_bits"]
+    if bits not in QUANT_BITS_ON and bits not in QUANT_BITS_OFF:
+        problems.append(f"--quant-bits must be 2..8, or 16/32 for no quantization (got {bits})")
+    if v["quant_aware"] and bits not in QUANT_BITS_ON:
+        problems.append(f"--quant-aware needs --quant-bits 2..8 to train for (got --quant-bits {bits})")
+    start, end, every = v["prune_start_update"], v["prune_end_update"], v["prune_every"]
+    if start < 0:
+        problems.append(f"--prune-start-update must be >= 0 (got {start})")
+    if end < 0:
+        problems.append(f"--prune-end-update must be >= 0 (got {end})")
+    elif end and end < start:
+        problems.append(f"the pruning schedule ends before it starts: --prune-end-update {end} < "
+                        f"--prune-start-update {start}")
+    if every < 1:
+        problems.append(f"--prune-every must be >= 1 (got {every})")
+    schedule, fraction = v["prune_schedule"], v["prune_fraction"]
+    if schedule == "gradual" and end <= start:
+        problems.append(f"--prune-schedule gradual needs --prune-end-update N > --prune-start-update {start} "
+                        f"(got --prune-end-update {end})")
+    if schedule == "iterative" and not 0.0 < fraction < 1.0:
+        problems.append(f"--prune-schedule iterative needs --prune-fraction in (0, 1) (got {fraction})")
+    if schedule != "iterative" and fraction != 0.0:
+        problems.append(f"--prune-fraction {fraction} only applies to --prune-schedule iterative "
+                        f"(got --prune-schedule {schedule})")
+    return problems
+
+
+def unused_flags(cfg):
+    """Flags set away from their default that cannot act with the rest (legal, e.g. the dense point of a sweep)."""
+    v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
+    unused = []
+    if not pruning_on(cfg):
+        unused += [n for n in ("prune_scope", "prune_embeddings", "prune_schedule", "prune_start_update",
+                               "prune_end_update", "prune_every", "prune_fraction") if v[n] != DEFAULTS[n]]
+    if not quantization_on(cfg):
+        unused += [n for n in ("quant_scheme", "quant_granularity", "quant_skip_embeddings") if v[n] != DEFAULTS[n]]
+    return unused
+
+
+def check_compression_config(cfg):
+    """Raise one ValueError listing every problem; warn (never ignore silently) about flags that cannot act."""
+    problems = compression_problems(cfg)
+    if problems:
+        raise ValueError(
+            f"invalid compression flags ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
+            + "\n  ".join(problems)
+        )
+    unused = unused_flags(cfg)
+    if unused:
+        logger.warning(
+            "%s ha%s no effect: %s",
+            ", ".join(flag(n) for n in unused), "ve" if len(unused) > 1 else "s",
+            "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8",
+        )

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Write the packed compressed file of a fairseq checkpoint: exactly the accounted bytes, no pickle.
+
+    python scripts/pack_checkpoint.py CK.pt --out model.fxc --prune-sparsity 0.6 --quant-bits 4
+    fairseq-generate DATA --user-dir fairseq_ext --task translation --path model.fxc ...   # decodes the packed model
+
+The compression flags are those of the compressed_* tasks (fairseq-generate/-validate). The file's metadata keeps
+the checkpoint's fairseq config (so fairseq rebuilds the model from the file alone) and its update count.
+--data points at the binarized data folder (for its dictionaries) when it moved since training.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import fairseq_ext  # noqa: E402,F401  (registers the tasks, safe checkpoint loading)
+from fairseq import checkpoint_utils  # noqa: E402
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf, gen_parser_from_dataclass  # noqa: E402
+from omegaconf import OmegaConf, open_dict  # noqa: E402
+
+from fairseq_ext.compression import save_compressed  # noqa: E402
+from fairseq_ext.tasks.compression import compression_spec, summary  # noqa: E402
+from fairseq_ext.tasks.compression_config import (  # noqa: E402
+    COMPRESSION_FIELDS,
+    CompressionConfig,
+    check_compression_config,
+    compression_on,
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a fairseq checkpoint (.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="the packed file to write (e.g. model.fxc)")
+    parser.add_argument("--data", help="binarized data folder with the dictionaries (default: the one saved in the "
+                                       "checkpoint)")
+    gen_parser_from_dataclass(parser, CompressionConfig())
+    args = parser.parse_args(argv)
+    try:
+        check_compression_config(args)
+    except ValueError as problems:
+        parser.error(str(problems))
+    if not compression_on(args):
+        parser.error("nothing to compress: give --prune-sparsity F (0 < F < 1) and/or --quant-bits 2..8")
+    return args
+
+
+def load_model(args):
+    """The checkpoint's model, built by fairseq from its saved config, with the weights exactly as saved."""
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(args.checkpoint))
+    if state.get("cfg") is None:  # legacy checkpoint: argparse Namespace
+        state["cfg"], state["args"] = convert_namespace_to_omegaconf(state["args"]), None
+    cfg = state["cfg"]
+    with open_dict(cfg.task):
+        if args.data:
+            cfg.task.data = args.data
+        # A compressed_* task compresses on load with its saved flags: make those the flags of this command.
+        for name in COMPRESSION_FIELDS:
+            if name in cfg.task:
+                cfg.task[name] = getattr(args, name)
+    models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([str(args.checkpoint)], state=state)
+    num_updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
+    return models[0], cfg, num_updates
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    model, cfg, num_updates = load_model(args)
+    spec = compression_spec(args)
+    metadata = {
+        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "num_updates": num_updates,
+        "source": str(args.checkpoint),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = save_compressed(args.out, model, spec, metadata=metadata)
+    print(report.table())
+    print(f"compressed {json.dumps(summary(report, model))}")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.3f} MB on disk)")
+
+
+if __name__ == "__main__":
+    main()
