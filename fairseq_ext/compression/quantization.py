@@ -6,7 +6,8 @@ zero_point per group: a row (output channel of a Linear, token of an Embedding) 
 "channel", the whole tensor for "tensor". Two choices make compression exact and repeatable:
 
 - Zero is always a grid point (symmetric: zero_point = 2**(k-1) and codes 1 .. 2**k - 1; asymmetric:
-  the range is stretched to include 0 and the zero_point is an integer), so pruned zeros stay 0.
+  the range is stretched to include 0 and the zero_point is an integer in [1, 2**k - 2], so each
+  sign keeps at least one level), so pruned zeros stay 0.
 - Scales are rounded up to 16 significant bits, so (code - zero_point) * scale is an exact float32
   product for every code. Quantizing an already quantized tensor then gives back the same scale,
   zero_point and codes, bit for bit: save_compressed can re-derive the codes of a model that
@@ -77,19 +78,16 @@ def quantization_params(lo: torch.Tensor, hi: torch.Tensor, bits: int, scheme: s
 
 
 def _asymmetric_step(lo: torch.Tensor, hi: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The integer zero_point z minimising max(-lo / z, hi / (levels - z)), the step that fits both
-    ends. The optimum is next to the real-valued balance point; four neighbours absorb its rounding."""
+    """The integer zero_point z in [1, levels - 1] minimising max(-lo / z, hi / (levels - z)), the
+    step that fits both ends. The optimum is next to the real-valued balance point; four neighbours
+    absorb its rounding. Keeping a level on each side of zero makes re-quantization exact: were z = 0
+    allowed, a group whose few negatives all round to 0 would re-quantize as a one-sided group, on a
+    finer grid that does not contain the values."""
     width = hi - lo
     balance = torch.where(width > 0, levels * -lo / torch.where(width > 0, width, 1.0), 0.0)
     offsets = torch.arange(-1, 3, device=lo.device, dtype=torch.float32)
-    candidates = (balance.floor()[:, None] + offsets).clamp(0, levels)
-    lo, hi = lo[:, None], hi[:, None]
-    inf = torch.tensor(float("inf"), device=lo.device)
-    below = torch.where(candidates > 0, -lo / candidates.clamp(min=1), torch.where(lo < 0, inf, 0.0))
-    above = torch.where(
-        candidates < levels, hi / (levels - candidates).clamp(min=1), torch.where(hi > 0, inf, 0.0)
-    )
-    steps = torch.maximum(below, above)
+    candidates = (balance.floor()[:, None] + offsets).clamp(1, levels - 1)
+    steps = torch.maximum(-lo[:, None] / candidates, hi[:, None] / (levels - candidates))
     best = steps.argmin(dim=1, keepdim=True)  # first minimum: deterministic
     return steps.gather(1, best).squeeze(1), candidates.gather(1, best).squeeze(1).to(torch.int32)
 
