@@ -52,6 +52,14 @@ def plan_compression(model: nn.Module, spec: CompressionSpec, masks: dict[str, t
             "nothing quantizable: quantizable tensors are nn.Linear weight matrices, plus nn.Embedding "
             "weights with quantize_embeddings=True"
         )
+    # Bit-exact files rest on exact float32 products (code - zero_point) * scale; a half-precision
+    # copy of them would not re-quantize to the same codes.
+    problems += [
+        f"{name} is {str(p.dtype).removeprefix('torch.')}: quantization needs float32 (or float64) weights, "
+        "e.g. model.float() first"
+        for name, p in quantized.items()
+        if p.dtype not in (torch.float32, torch.float64)
+    ]
     raise_problems("compression of this model", problems)
     if to_prune:
         masks = magnitude_masks(to_prune, spec.sparsity, spec.scope)
