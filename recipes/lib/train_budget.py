@@ -4,6 +4,7 @@
     train_budget.py --save-dir OUT/train/d2_h256 --arch ARCH --budget-s 120 [--label 2/6] [--models-after 4]
                     [--launch "torchrun --nproc-per-node 8"] -- DATA [fairseq-train options ...]
 
+--budget-s 0 sets no time limit (fine-tuning: the fairseq options, e.g. --max-epoch, say when to stop).
 The budget is fairseq's own --stop-time-hours: the trainer's cumulative time, which a resumed run carries on
 from its checkpoint, so an interrupted model resumes (checkpoint_last.pt in --save-dir) with the time it has
 left. fairseq-train writes SAVE_DIR/train.log (--log-file, --log-format json) and its console output to
@@ -89,6 +90,7 @@ def measure(save_dir, arch, budget_s, fairseq_args):
         "updates": updates,
         "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
         "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
+        **({"valid_accuracy": float(valid[-1]["valid_accuracy"])} if valid and "valid_accuracy" in valid[-1] else {}),
     }
 
 
@@ -108,11 +110,13 @@ def run_fairseq(cmd, save_dir, label, budget_s, models_after):
                 continue
             last_print = now
             elapsed = now - started
-            # What is left of this model's budget, plus the models after it at a full budget each.
-            left = max(0.0, budget_s - elapsed) + models_after * budget_s
-            print(f"  [train {label}] {name}: {clock(elapsed)} of {clock(budget_s)}, update {record['num_updates']}, "
-                  f"loss {record['loss']}, {record['wps']} words/s | training left: about {clock(left)}",
-                  file=sys.stderr, flush=True)
+            where, left = clock(elapsed), ""
+            if budget_s > 0:
+                # What is left of this model's budget, plus the models after it at a full budget each.
+                where += f" of {clock(budget_s)}"
+                left = f" | training left: about {clock(max(0.0, budget_s - elapsed) + models_after * budget_s)}"
+            print(f"  [train {label}] {name}: {where}, update {record['num_updates']}, loss {record['loss']}, "
+                  f"{record['wps']} words/s{left}", file=sys.stderr, flush=True)
     return proc.wait()
 
 
@@ -120,7 +124,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], usage=__doc__.split("\n\n")[1])
     p.add_argument("--save-dir", type=Path, required=True)
     p.add_argument("--arch", required=True)
-    p.add_argument("--budget-s", type=float, required=True, help="wall-clock training budget, seconds")
+    p.add_argument("--budget-s", type=float, required=True, help="wall-clock training budget, seconds (0: none)")
     p.add_argument("--label", default="1/1", help="where this model is in its grid, e.g. 2/6")
     p.add_argument("--models-after", type=int, default=0, help="models still to train after this one")
     p.add_argument("--launch", default="", help="a launcher to put before fairseq-train (torchrun, srun)")
@@ -137,11 +141,12 @@ def main(argv=None):
     save_dir.mkdir(parents=True, exist_ok=True)
     tool = Path(sys.executable).parent / "fairseq-train"
     cmd = [*shlex.split(args.launch), str(tool), *fairseq_args, "--arch", args.arch, "--save-dir", str(save_dir),
-           "--log-file", str(save_dir / "train.log"), "--log-format", "json", "--no-progress-bar",
-           "--stop-time-hours", f"{args.budget_s / 3600:.6f}"]
+           "--log-file", str(save_dir / "train.log"), "--log-format", "json", "--no-progress-bar"]
+    if args.budget_s > 0:
+        cmd += ["--stop-time-hours", f"{args.budget_s / 3600:.6f}"]
     resumed = " (resuming its checkpoint)" if (save_dir / "checkpoint_last.pt").is_file() else ""
-    print(f"  [train {args.label}] {name} ({args.arch}): {clock(args.budget_s)} budget{resumed}", file=sys.stderr,
-          flush=True)
+    budget = f"{clock(args.budget_s)} budget" if args.budget_s > 0 else "no time limit"
+    print(f"  [train {args.label}] {name} ({args.arch}): {budget}{resumed}", file=sys.stderr, flush=True)
     returncode = run_fairseq(cmd, save_dir, args.label, args.budget_s, args.models_after)
     if returncode != 0:
         tail = (save_dir / "stdout.log").read_text(errors="replace").splitlines()[-25:]

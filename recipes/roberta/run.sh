@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# RoBERTa: masked-LM pretraining of a depth x width grid for one wall-clock budget each, fine-tuning of every
+# pretrained model on SST-2 (and any GLUE task you supply), then the pruning / quantization sweep: accuracy vs MB.
+set -euo pipefail
+RECIPE=roberta
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
+
+usage() {
+    cat <<'EOF'
+usage: recipes/roberta/run.sh [--tiny] [options]
+
+stages (each finished step is skipped when run again):
+  prepare   sentencepiece BPE + binarized pretraining text; each task encoded with the same BPE and dictionary
+  pretrain  every --archs model (roberta_<size>) for the same wall-clock --budget, masked LM (fairseq masked_lm)
+  finetune  every pretrained model on every task, for the same number of epochs
+  sweep     every fine-tuned model under pruning / quantization (scripts/sweep.py): dev accuracy vs MB
+  report    per task, scripts/analyze.py report: pretraining convergence, the compression frontier, budgets
+
+options:
+  --out DIR          everything goes here (default: runs/roberta; --tiny: runs/roberta-tiny)
+  --text PATH        the pretraining text: a file or a folder of *.txt / *.gz files, one sentence per line
+                     (default: the Multi30k English captions, $FAIRSEQ_EXT_DATA/multi30k/mono if there, else
+                     downloaded from github.com/multi30k/dataset data/task2/raw)
+  --sst2 DIR         SST-2 as train.tsv / dev.tsv (default: $FAIRSEQ_EXT_DATA/sst2 if there, else downloaded)
+  --glue-dir DIR     GLUE data (the folder with MNLI/, QNLI/, ... as the GLUE download script leaves it)
+  --glue-tasks "L"   tasks from --glue-dir to fine-tune on besides SST-2, e.g. "MNLI QNLI" (MNLI QNLI RTE MRPC QQP)
+  --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768")
+  --budget MIN       pretraining minutes per model (default: 3)
+  --epochs N         fine-tuning epochs per task (default: 2)
+  --grid NAME        compression grid of the sweep: full, quick, tiny (default: full)
+  --train-args "A"   more fairseq-train options for pretraining, last so they win
+  --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision)
+  --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates
+  -h, --help         this text
+
+Pretraining (every size the same): pre-norm, 128-token samples of whole sentences, 15% masking, Adam (0.9, 0.98),
+lr 5e-4 after a 50-update warm-up, inverse-sqrt decay, 4,096-token batches. Fine-tuning: batch 32, lr 2e-5 with
+6% warm-up and linear decay (fairseq's RoBERTa GLUE settings at their middle learning rate).
+EOF
+}
+
+OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768"
+BUDGET=3 EPOCHS=2 GRID=full TRAIN_EXTRA="" TINY=0
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --out) need_value "$@"; OUT=$2; shift ;;
+            --text) need_value "$@"; TEXT=$2; shift ;;
+            --sst2) need_value "$@"; SST2=$2; shift ;;
+            --glue-dir) need_value "$@"; GLUE_DIR=$2; shift ;;
+            --glue-tasks) need_value "$@"; GLUE_TASKS=$2; shift ;;
+            --archs) need_value "$@"; ARCHS=$2; shift ;;
+            --budget) need_value "$@"; BUDGET=$2; shift ;;
+            --epochs) need_value "$@"; EPOCHS=$2; shift ;;
+            --grid) need_value "$@"; GRID=$2; shift ;;
+            --train-args) need_value "$@"; TRAIN_EXTRA=$2; shift ;;
+            --cpu) FORCE_CPU=1 ;;
+            --tiny) TINY=1 ;;
+            -h | --help) usage; exit 0 ;;
+            *) usage_error "unknown option $1" ;;
+        esac
+        shift
+    done
+    MONO_ARGS=()
+    if ((TINY)); then
+        ARCHS="d3_h256 d3_h512" BUDGET=0.067 GRID=tiny
+        MONO_ARGS=(--max-lines 3000 --vocab-size 1000)
+    fi
+    OUT=${OUT:-$REPO/runs/roberta$( ((TINY)) && echo -tiny)}
+    if [[ -z $TEXT && -d $SHARED_DATA/multi30k/mono ]]; then TEXT=$SHARED_DATA/multi30k/mono; fi
+    if [[ -z $SST2 && -f $SHARED_DATA/sst2/train.tsv ]]; then SST2=$SHARED_DATA/sst2; fi
+    TASKS=(SST-2 $GLUE_TASKS)
+}
+
+check_inputs() {
+    check_tools fairseq-validate
+    [[ -z $TEXT || -e $TEXT ]] || usage_error "--text $TEXT: no such file or folder"
+    [[ -z $SST2 || -d $SST2 ]] || usage_error "--sst2 $SST2: no such folder"
+    [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || usage_error "--epochs $EPOCHS: expected a whole number > 0"
+    [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected minutes > 0"
+    local size task
+    for size in $ARCHS; do
+        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d3_h256"
+    done
+    if [[ -n $GLUE_TASKS ]]; then
+        [[ -n $GLUE_DIR ]] || usage_error "--glue-tasks needs --glue-dir"
+        for task in $GLUE_TASKS; do
+            [[ $task =~ ^(MNLI|QNLI|RTE|MRPC|QQP)$ ]] || usage_error "--glue-tasks: $task is not one of MNLI QNLI RTE MRPC QQP"
+            [[ -d $GLUE_DIR/$task ]] || die "--glue-dir $GLUE_DIR: no $task folder in it"
+        done
+    fi
+}
+
+prepare() {
+    "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${MONO_ARGS[@]}"
+    local task from
+    for task in "${TASKS[@]}"; do
+        from=$([[ $task == SST-2 ]] && echo "$SST2" || echo "$GLUE_DIR/$task")
+        "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} --spm "$OUT/mono/spm.model" \
+            --dict "$OUT/mono/bin/dict.txt" --out "$OUT/$task/data"
+    done
+}
+
+pretrain() {
+    local archs=() size valid_every=10 log_every=2 workers=0
+    if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
+    for size in $ARCHS; do archs+=("roberta_$size"); done
+    local args=(
+        "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task masked_lm --criterion masked_lm
+        --sample-break-mode complete --tokens-per-sample 128 --max-positions 128
+        --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0
+        --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
+        --dropout 0.1 --attention-dropout 0.1 --max-tokens 4096 --seed 1 --num-workers "$workers"
+        --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
+        "${TRAIN_DEVICE_ARGS[@]}"
+    )
+    # shellcheck disable=SC2206  # --train-args is a list of words on purpose
+    args+=($TRAIN_EXTRA)
+    train_grid "$OUT" "$(seconds "$BUDGET")" "${archs[@]}" -- "${args[@]}"
+}
+
+# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates).
+finetune() {
+    local task=$1 data=$OUT/$1/data/bin size i=0 n
+    local examples classes updates
+    examples=$(wc -l <"$OUT/$task/data/bpe/train.label")
+    classes=$(wc -l <"$data/label/dict.txt")
+    updates=$(((examples + 31) / 32 * EPOCHS))
+    local stop=(--max-epoch "$EPOCHS")
+    if ((TINY)); then updates=4 stop=(--max-update 4); fi
+    n=$(wc -w <<<"$ARCHS")
+    for size in $ARCHS; do
+        i=$((i + 1))
+        "$PY" "$LIB/train_budget.py" --save-dir "$OUT/$task/finetune/$size" --arch "roberta_$size" --budget-s 0 \
+            --label "$task $i/$n" -- "$data" --user-dir "$REPO/fairseq_ext" \
+            --task sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
+            --restore-file "$OUT/train/$size/checkpoint_last.pt" \
+            --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler \
+            --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \
+            --batch-size 32 "${stop[@]}" --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 \
+            --weight-decay 0.1 --clip-norm 0.0 --lr 2e-5 --lr-scheduler polynomial_decay \
+            --total-num-update "$updates" --warmup-updates $((updates * 6 / 100)) \
+            --dropout 0.1 --attention-dropout 0.1 --find-unused-parameters \
+            --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --no-epoch-checkpoints \
+            --seed 1 --num-workers 0 --log-interval 10 "${TRAIN_DEVICE_ARGS[@]}"
+    done
+}
+
+sweep() {
+    local task=$1 checkpoints=() size
+    for size in $ARCHS; do checkpoints+=("$size=$OUT/$task/finetune/$size/checkpoint_last.pt"); done
+    "$PY" "$REPO/scripts/sweep.py" --data "$OUT/$task/data/bin" --task sentence_prediction --subset valid \
+        --grid "$GRID" --checkpoint "${checkpoints[@]}" --out "$OUT/$task/sweep.jsonl" \
+        --generate-args "--criterion sentence_prediction"  # fairseq-validate's default criterion cannot score it
+}
+
+# report TASK: the task's folder holds its sweep; train/ links to the pretraining runs, whose convergence it shows.
+report() {
+    local task=$1
+    ln -sfn ../train "$OUT/$task/train"
+    "$PY" "$REPO/scripts/analyze.py" report --run "$OUT/$task" >/dev/null
+    say "$task:"
+    "$PY" "$LIB/summary.py" "$OUT/$task"
+    say "report: $OUT/$task/report/report.md"
+}
+
+main() {
+    parse_args "$@"
+    check_inputs
+    detect_device
+    settings_guard "$OUT" "tiny=$TINY" "archs=$ARCHS" "budget_min=$BUDGET" "epochs=$EPOCHS" "train_args=$TRAIN_EXTRA" \
+        "device=$DEVICE" "text=${TEXT:-download}"
+    local task
+    step 1 5 "data: pretraining text and ${TASKS[*]}"
+    prepare
+    step 2 5 "pretraining $(wc -w <<<"$ARCHS") models for $BUDGET min each"
+    pretrain
+    step 3 5 "fine-tuning on ${TASKS[*]}"
+    for task in "${TASKS[@]}"; do finetune "$task"; done
+    step 4 5 "compression sweep ($GRID grid, dev accuracy)"
+    for task in "${TASKS[@]}"; do sweep "$task"; done
+    step 5 5 "report"
+    for task in "${TASKS[@]}"; do report "$task"; done
+}
+
+main "$@"
