@@ -4,9 +4,7 @@ import hashlib
 import json
 import os
 import pickle
-import struct
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings

@@ -1,6 +1,5 @@
 """Uniform k-bit quantization: error bound, levels, exact zeros, idempotence, STE and QAT."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

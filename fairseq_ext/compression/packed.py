@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import bitpack, sparse_index
-from .accounting import SCALE_BYTES, CompressionReport, measure, report
+from .accounting import SCALE_BYTES, CompressionReport, TensorBytes, measure, report
 from .plan import CompressedTensor, TensorPlan, compressed_copy, plan_compression
 from .quantization import group_count
 from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec
@@ -99,7 +99,7 @@ def save_compressed(
     return result
 
 
-def _encode(item: TensorPlan, spec: CompressionSpec) -> tuple[dict, dict[str, bytes], Any]:
+def _encode(item: TensorPlan, spec: CompressionSpec) -> tuple[dict, dict[str, bytes], TensorBytes]:
     touched = item.mask is not None or item.quantized
     values, compressed = compressed_copy(item, spec) if touched else (item.tensor.detach(), CompressedTensor(None, None, None))
     measured, positions = measure(item, values, spec, compressed.stored)
