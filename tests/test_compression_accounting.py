@@ -1,5 +1,7 @@
 """Byte accounting: hand-computed sizes, the cheapest sparse index, tied tensors counted once."""
 
+import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -126,3 +128,19 @@ def test_account_does_not_modify_the_model():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     account(model, CompressionSpec(sparsity=0.9, bits=2, prune_embeddings=True))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_account_accepts_half_precision_where_compress_refuses_it():
+    torch.manual_seed(0)
+    model = TiedModel().half()
+    spec = CompressionSpec(sparsity=0.5, bits=4)
+    report = account(model, spec)
+    as_float = account(copy.deepcopy(model).float(), spec)
+    for half_tensor, float_tensor in zip(report.tensors, as_float.tensors):
+        assert half_tensor.quantized == float_tensor.quantized
+        if half_tensor.quantized:  # the same codes, computed in float32 either way
+            assert dataclasses.replace(half_tensor, dtype="float32") == float_tensor
+        else:
+            assert (half_tensor.bits, float_tensor.bits) == (16, 32)
+    with pytest.raises(ValueError, match="embed_tokens.weight is float16: quantization needs float32"):
+        compress(model, spec)

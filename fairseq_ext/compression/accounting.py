@@ -123,8 +123,9 @@ def report(plan: CompressionPlan, measured: list[TensorBytes]) -> CompressionRep
 def account(model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tensor] | None = None) -> CompressionReport:
     """The report compress(model, spec) would return, computed tensor by tensor on copies (the model
     is not modified; extra memory is one tensor at a time). Without masks, a pruning spec derives
-    magnitude masks; on a model already compressed with the same spec that reproduces its masks."""
-    plan = plan_compression(model, spec, masks)
+    magnitude masks; on a model already compressed with the same spec that reproduces its masks.
+    Unlike compress and save_compressed it accepts half-precision weights (quantized in float32)."""
+    plan = plan_compression(model, spec, masks, exact=False)
     measured = []
     for item in plan.tensors:
         values, compressed = compressed_copy(item, spec)

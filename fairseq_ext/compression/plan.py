@@ -32,8 +32,11 @@ class CompressionPlan:
     masks: dict[str, torch.Tensor]  # parameter name -> keep mask
 
 
-def plan_compression(model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tensor] | None = None) -> CompressionPlan:
-    """Given masks are used as they are; without them a pruning spec computes magnitude masks."""
+def plan_compression(
+    model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tensor] | None = None, *, exact: bool = True
+) -> CompressionPlan:
+    """Given masks are used as they are; without them a pruning spec computes magnitude masks.
+    exact=True (compress, save_compressed) refuses to quantize half-precision weights."""
     spec.validate()
     parameters = dict(model.named_parameters(remove_duplicate=False))
     to_prune = prunable_weights(model, spec.prune_embeddings) if masks is None and spec.prunes else None
@@ -58,7 +61,7 @@ def plan_compression(model: nn.Module, spec: CompressionSpec, masks: dict[str, t
         f"{name} is {str(p.dtype).removeprefix('torch.')}: quantization needs float32 (or float64) weights, "
         "e.g. model.float() first"
         for name, p in quantized.items()
-        if p.dtype not in (torch.float32, torch.float64)
+        if exact and p.dtype not in (torch.float32, torch.float64)
     ]
     raise_problems("compression of this model", problems)
     if to_prune:
