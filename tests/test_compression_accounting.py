@@ -144,3 +144,12 @@ def test_account_accepts_half_precision_where_compress_refuses_it():
             assert (half_tensor.bits, float_tensor.bits) == (16, 32)
     with pytest.raises(ValueError, match="embed_tokens.weight is float16: quantization needs float32"):
         compress(model, spec)
+
+
+@pytest.mark.parametrize("bits", [3, 7, 12])
+def test_bit_packing_across_steps(monkeypatch, bits):
+    values = np.random.default_rng(bits).integers(0, 2**bits, 77)
+    in_one_step = bitpack.pack(values, bits)
+    monkeypatch.setattr(bitpack, "VALUES_PER_STEP", 8)
+    assert bitpack.pack(values, bits) == in_one_step
+    assert bitpack.unpack(in_one_step, bits, 77).tolist() == values.tolist()

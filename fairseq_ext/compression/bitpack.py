@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-CHUNK = 1 << 20  # values per chunk; a multiple of 8, so every chunk ends on a byte boundary
+VALUES_PER_STEP = 1 << 20  # a multiple of 8, so every step ends on a byte boundary
 
 
 def packed_size(count: int, bits: int) -> int:
@@ -28,8 +28,8 @@ def pack(values: np.ndarray, bits: int) -> bytes:
     if bits == 8 * container.itemsize:
         return values.astype(container).tobytes()
     out = bytearray()
-    for start in range(0, values.size, CHUNK):
-        chunk = values[start : start + CHUNK].astype(container)
+    for start in range(0, values.size, VALUES_PER_STEP):
+        chunk = values[start : start + VALUES_PER_STEP].astype(container)
         stream = np.unpackbits(chunk.view(np.uint8), bitorder="little").reshape(chunk.size, -1)[:, :bits]
         out += np.packbits(stream.reshape(-1), bitorder="little").tobytes()
     return bytes(out)
@@ -45,8 +45,8 @@ def unpack(data: bytes | memoryview, bits: int, count: int) -> np.ndarray:
         return raw.view(container).astype(container.newbyteorder("="))
     values = np.empty(count, dtype=container.newbyteorder("="))
     width = 8 * container.itemsize
-    for start in range(0, count, CHUNK):
-        size = min(CHUNK, count - start)
+    for start in range(0, count, VALUES_PER_STEP):
+        size = min(VALUES_PER_STEP, count - start)
         stream = np.unpackbits(raw[start * bits // 8 :], count=size * bits, bitorder="little").reshape(size, bits)
         padded = np.zeros((size, width), dtype=np.uint8)
         padded[:, :bits] = stream
