@@ -124,9 +124,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as folder:
         path = args.out or os.path.join(folder, "vaswani_big.fxc")
+        gc.collect()
+        reset_peak_rss()
+        rss_before_kb = proc_status_kb("VmRSS")
         start = time.perf_counter()
         save_compressed(path, model, spec, masks, metadata={"arch": "transformer_vaswani_wmt_en_fr_big"})
         save_seconds = time.perf_counter() - start
+        save_extra_mb = (proc_status_kb("VmHWM") - rss_before_kb) * 1024 / 1e6
         file_mb = os.path.getsize(path) / 1e6
         start = time.perf_counter()
         state, _, _ = load_compressed(path)
@@ -149,7 +153,10 @@ def main() -> int:
         ),
         ("load is bit-exact", bit_exact, "every tensor equal"),
     ]
-    print(f"ratio to fp32: {report.ratio:.1f}x   save {save_seconds:.2f} s   load {load_seconds:.2f} s")
+    print(
+        f"ratio to fp32: {report.ratio:.1f}x   save {save_seconds:.2f} s (extra peak {save_extra_mb:.0f} MB)   "
+        f"load {load_seconds:.2f} s"
+    )
     for figure, ok, target in checks:
         print(f"{'ok  ' if ok else 'MISS'} {figure}   (target {target})")
     return 0 if all(ok for _, ok, _ in checks) else 1
