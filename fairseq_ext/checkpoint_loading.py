@@ -30,6 +30,31 @@ torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
 # model.fxc` then runs on the compressed weights exactly as a .pt checkpoint would.
 
 
+NAMESPACE_KEY = "__argparse_namespace__"
+
+
+def config_to_json(value):
+    """fairseq's saved cfg (plain containers) as JSON: an argparse.Namespace (fairseq keeps the config of
+    argparse-configured models, cfg.model, as one) becomes {NAMESPACE_KEY: {...}}, restored by config_from_json."""
+    if isinstance(value, argparse.Namespace):
+        return {NAMESPACE_KEY: config_to_json(vars(value))}
+    if isinstance(value, dict):
+        return {str(k): config_to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [config_to_json(v) for v in value]
+    return value
+
+
+def config_from_json(value):
+    if isinstance(value, dict):
+        if set(value) == {NAMESPACE_KEY}:
+            return argparse.Namespace(**config_from_json(value[NAMESPACE_KEY]))
+        return {k: config_from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [config_from_json(v) for v in value]
+    return value
+
+
 def is_packed(path):
     try:
         with open(path, "rb") as f:
@@ -43,7 +68,7 @@ def packed_checkpoint(path, arg_overrides=None):
     if not (metadata or {}).get("cfg"):
         raise ValueError(f"{path} is a compressed model file without a fairseq config (not written by "
                          f"scripts/pack_checkpoint.py); it cannot be loaded as a fairseq checkpoint")
-    cfg = OmegaConf.create(metadata["cfg"], flags={"allow_objects": True})
+    cfg = OmegaConf.create(config_from_json(metadata["cfg"]), flags={"allow_objects": True})
     if arg_overrides is not None:
         overwrite_args_by_name(cfg, arg_overrides)  # the same override rules as for a .pt checkpoint
     return {

@@ -20,6 +20,7 @@ from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf, gen_parser_from_dataclass  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 
+from fairseq_ext.checkpoint_loading import config_to_json  # noqa: E402
 from fairseq_ext.compression import save_compressed  # noqa: E402
 from fairseq_ext.tasks.compression import compression_spec, summary  # noqa: E402
 from fairseq_ext.tasks.compression_config import (  # noqa: E402
@@ -70,7 +71,7 @@ def main(argv=None):
     model, cfg, num_updates = load_model(args)
     spec = compression_spec(args)
     metadata = {
-        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "cfg": config_to_json(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
         "num_updates": num_updates,
         "source": str(args.checkpoint),
     }

@@ -71,8 +71,9 @@ class CompressionConfig(FairseqDataclass):
     )
 
 
-COMPRESSION_FIELDS = tuple(f.name for f in fields(CompressionConfig))
-DEFAULTS = {f.name: f.default for f in fields(CompressionConfig)}
+# The flags' fields, without the `_name` every FairseqDataclass carries.
+COMPRESSION_FIELDS = tuple(f.name for f in fields(CompressionConfig) if f.name not in FairseqDataclass.__dataclass_fields__)
+DEFAULTS = {f.name: f.default for f in fields(CompressionConfig) if f.name in COMPRESSION_FIELDS}
 
 
 def flag(name):

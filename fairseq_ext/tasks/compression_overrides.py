@@ -45,7 +45,8 @@ def dropped_flags_message(path, saved_task, dropped, arg_overrides):
         f"  retarget the checkpoint once (weights unchanged): python {RETARGET_SCRIPT} {shlex.quote(str(path))} "
         f"--out {shlex.quote(out)}",
         "  and run the same fairseq-validate command on the new file, or",
-        f"  add: --model-overrides {shlex.quote(repr({'task': task_overrides}))}",
+        # Double quotes around a Python literal whose strings are flag values (no quotes, $ or backslashes in them).
+        f'  add: --model-overrides "{repr({"task": task_overrides})}"',
     ]
     return "\n".join(lines)
 
