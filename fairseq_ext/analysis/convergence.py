@@ -42,7 +42,8 @@ def convergence_curves(runs, metric):
     """One curve per run: every validation that logged `metric`. An unknown metric is an error naming --metric."""
     curves = []
     for run in runs:
-        points = [CurvePoint(v.updates, v.wall_s, v.metrics[metric]) for v in run.log.validations if metric in v.metrics]
+        points = [CurvePoint(v.updates, v.wall_s, v.metrics[metric])
+                  for v in run.log.validations if metric in v.metrics]
         if not points:
             available = ", ".join(n for n in run.log.metric_names() if not n.endswith("num_updates")) or "none"
             raise AnalysisError(f"--metric {metric}: not in the validations of {run.log.path} (logged: {available})")

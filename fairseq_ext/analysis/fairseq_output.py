@@ -1,7 +1,8 @@
 """What the sweep reads from fairseq-generate and fairseq-validate output: the metric and the `compressed` line.
 
 The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits, compressed_mb,
-fp32_mb, ratio and params.
+fp32_mb, ratio and params, in whichever logging format the tool set up: `2026-11-26 17:27:53 | INFO |
+fairseq_ext.tasks.compression | compressed {...}` or `INFO:fairseq_ext.tasks.compression:compressed {...}`.
 """
 import json
 import re
@@ -9,7 +10,7 @@ import re
 from . import AnalysisError
 
 BLEU_LINE = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
-COMPRESSED_LINE = re.compile(r"(?:^|\| )compressed (\{.*\})\s*$")
+COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$")
 COMPRESSED_KEYS = ("sparsity", "bits", "compressed_mb", "fp32_mb", "params")
 
 
