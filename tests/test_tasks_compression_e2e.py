@@ -1,0 +1,207 @@
+"""Compression inside the real fairseq CLIs on real Multi30k: generate, validate, train (gradual pruning + QAT,
+SIGKILL and resume), packed files, and start-up checks."""
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+import torch
+
+from clitools import BIN, REPO, bleu, clean_env, json_log_records, run
+from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
+from fairseq_ext.compression import sparsity_at
+from fairseq_ext.compression.pruning import pruned_count
+
+pytestmark = pytest.mark.e2e
+
+COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$", re.M)
+# A fifth of the test set (every 5th batch of 40 sentences, across all lengths) keeps each decode to seconds.
+DECODE = ["--gen-subset", "test", "--beam", "2", "--batch-size", "40", "--num-shards", "5", "--shard-id", "0",
+          "--max-len-a", "1.2", "--max-len-b", "10", "--cpu", "--scoring", "sacrebleu",
+          "--post-process", "sentencepiece"]
+# Gradual pruning to 50% over updates 0..9 (a step every 3) with 4-bit quantization-aware training.
+SCHEDULE = dict(schedule="gradual", target=0.5, start=0, end=9, every=3)
+GRADUAL_QAT = ["--prune-sparsity", "0.5", "--prune-schedule", "gradual", "--prune-end-update", "9",
+               "--prune-every", "3", "--quant-bits", "4", "--quant-aware"]
+
+
+def compressed_summary(output):
+    lines = COMPRESSED_LINE.findall(output)
+    assert len(lines) == 1, f"expected one 'compressed {{json}}' line, got {len(lines)}:\n{output[-3000:]}"
+    return json.loads(lines[0])
+
+
+def hypotheses(output):
+    return sorted(line for line in output.splitlines() if line.startswith("H-"))
+
+
+def validate_line(output):
+    lines = [line for line in output.splitlines() if "valid on 'valid' subset" in line]
+    assert lines, output[-3000:]
+    return dict(re.findall(r"\| (\w+) ([\d.]+)", lines[-1]))
+
+
+@pytest.fixture(scope="session")
+def mt_model(multi30k_2k, tmp_path_factory):
+    """A small Transformer with a real BLEU, trained by the STOCK translation task (a user's existing checkpoint)."""
+    save_dir = tmp_path_factory.mktemp("mt_model")
+    run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
+         *TINY_TRANSFORMER, "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
+         "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256", *TRAIN_SETTINGS,
+         "--lr", "3e-3", "--warmup-updates", "20", "--max-update", "200", "--disable-validation",
+         "--save-interval", "1000", "--log-interval", "50", "--save-dir", save_dir])
+    return save_dir / "checkpoint_last.pt"
+
+
+@pytest.fixture(scope="session")
+def generations(multi30k_2k, mt_model):
+    """fairseq-generate outputs on mt_model: stock task, then compressed_translation at four settings."""
+    def generate(*args):
+        return run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path", mt_model,
+                    *DECODE, *args]).output
+
+    return {
+        "stock": generate("--task", "translation"),
+        "dense": generate("--task", "compressed_translation"),
+        "60%/4-bit": generate("--task", "compressed_translation", "--prune-sparsity", "0.6", "--quant-bits", "4"),
+        "95%": generate("--task", "compressed_translation", "--prune-sparsity", "0.95"),
+    }
+
+
+def test_off_by_default_reproduces_the_stock_task_exactly(generations):
+    assert hypotheses(generations["dense"]) == hypotheses(generations["stock"])
+    assert len(hypotheses(generations["stock"])) == 200
+    assert bleu(generations["dense"]) == bleu(generations["stock"])
+    dense = compressed_summary(generations["dense"])
+    assert (dense["sparsity"], dense["bits"], dense["ratio"]) == (0.0, 32, 1.0)
+    assert dense["compressed_mb"] == dense["fp32_mb"] and dense["params"] > 0
+
+
+def test_generate_compresses_the_loaded_model_and_bleu_falls_at_95_percent(generations):
+    dense_bleu = bleu(generations["stock"])
+    assert dense_bleu > 2.0, "the fixture model should translate a little"
+    q4 = compressed_summary(generations["60%/4-bit"])
+    assert (q4["sparsity"], q4["bits"]) == (0.6, 4) and q4["ratio"] > 6
+    assert q4["compressed_mb"] == pytest.approx(q4["fp32_mb"] / q4["ratio"], rel=0.01)
+    p95 = compressed_summary(generations["95%"])
+    assert (p95["sparsity"], p95["bits"]) == (0.95, 32)
+    assert bleu(generations["95%"]) < 0.5 * dense_bleu
+    print({name: bleu(out) for name, out in generations.items()},
+          {name: compressed_summary(out)["compressed_mb"] for name, out in generations.items() if name != "stock"})
+
+
+def test_generate_from_the_packed_file_decodes_exactly_the_compressed_model(multi30k_2k, mt_model, generations,
+                                                                           tmp_path):
+    packed = tmp_path / "model.fxc"
+    proc = run(["scripts/pack_checkpoint.py", mt_model, "--out", packed, "--prune-sparsity", "0.6",
+                "--quant-bits", "4"])
+    summary = compressed_summary(proc.output)
+    assert summary == compressed_summary(generations["60%/4-bit"])
+    assert packed.read_bytes()[:8] == b"FSEXTCMP"
+    assert packed.stat().st_size < summary["compressed_mb"] * 1e6 + 64_000  # the bytes accounted + a JSON header
+    out = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
+               "--path", packed, *DECODE]).output
+    assert hypotheses(out) == hypotheses(generations["60%/4-bit"])
+    assert bleu(out) == bleu(generations["60%/4-bit"])
+
+
+def test_interactive_compresses_too(multi30k_2k, mt_model):
+    proc = subprocess.run(
+        [str(BIN / "fairseq-interactive"), str(multi30k_2k / "bin"), "--user-dir", "fairseq_ext", "--task",
+         "compressed_translation", "--path", str(mt_model), "--cpu", "--beam", "2", "--prune-sparsity", "0.6",
+         "--quant-bits", "4", "--bpe", "sentencepiece", "--sentencepiece-model", str(multi30k_2k / "spm.model")],
+        input="A man is riding a bike.\n", capture_output=True, text=True, cwd=REPO, env=clean_env(), timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert compressed_summary(output)["sparsity"] == 0.6
+    assert any(line.startswith("D-0\t") for line in output.splitlines())
+
+
+def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k_2k, mt_model, tmp_path):
+    validate = ["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
+                "compressed_translation", "--cpu", "--valid-subset", "valid", "--max-tokens", "8000"]
+    flags = ["--prune-sparsity", "0.95", "--quant-bits", "4"]
+    refused = run([*validate, "--path", mt_model, *flags], check=False)
+    assert refused.returncode != 0
+    assert "saved by task 'translation'" in refused.output and "--prune-sparsity, --quant-bits" in refused.output
+    assert "scripts/retarget_checkpoint.py" in refused.output and "--model-overrides" in refused.output
+
+    retargeted = tmp_path / "mt.compressed.pt"
+    run(["scripts/retarget_checkpoint.py", mt_model, "--out", retargeted])
+    dense = validate_line(run([*validate, "--path", retargeted]).output)
+    compressed_output = run([*validate, "--path", retargeted, *flags]).output
+    compressed = validate_line(compressed_output)
+    assert compressed_summary(compressed_output)["sparsity"] == 0.95
+    assert (float(compressed["sparsity"]), float(dense["sparsity"])) == (0.95, 0.0)
+    assert float(compressed["model_mb"]) < float(dense["model_mb"]) / 8
+    assert float(compressed["loss"]) > float(dense["loss"]) + 1.0
+    # The other way out the message offers, verbatim: same figures without a retargeted file.
+    overrides = re.search(r'--model-overrides "(.*)"', refused.output).group(1)
+    via_overrides = validate_line(run([*validate, "--path", mt_model, *flags, "--model-overrides", overrides]).output)
+    assert via_overrides == compressed
+
+
+def gradual_qat_finetune(multi30k_2k, tiny_mt_checkpoint, save_dir):
+    return ["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "compressed_translation",
+            *TINY_TRANSFORMER, *TRAIN_SETTINGS, "--finetune-from-model", tiny_mt_checkpoint[0] / "checkpoint_last.pt",
+            "--max-update", "12", "--max-tokens", "1000", "--log-interval", "3", "--save-interval-updates", "3",
+            "--keep-interval-updates", "-1", "--max-valid-steps", "1", "--save-dir", save_dir, *GRADUAL_QAT]
+
+
+@pytest.fixture(scope="session")
+def gradual_run(multi30k_2k, tiny_mt_checkpoint, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("gradual_qat")
+    return save_dir, run(gradual_qat_finetune(multi30k_2k, tiny_mt_checkpoint, save_dir)).output
+
+
+def pruned_matrices(checkpoint):
+    """The Linear weight matrices of a saved transformer (2-D, not the tied embedding/output projection)."""
+    state = torch.load(checkpoint, map_location="cpu")["model"]
+    return {k: v for k, v in state.items()
+            if k.endswith(".weight") and v.dim() == 2 and "embed_tokens" not in k and "output_projection" not in k}
+
+
+def zero_count(checkpoint):
+    matrices = pruned_matrices(checkpoint)
+    return sum(int((w == 0).sum()) for w in matrices.values()), sum(w.numel() for w in matrices.values())
+
+
+def test_gradual_qat_finetune_keeps_exactly_the_scheduled_zeros_in_every_checkpoint(gradual_run):
+    save_dir, output = gradual_run
+    for update in (3, 6, 9, 12):
+        zeros, total = zero_count(save_dir / f"checkpoint_1_{update}.pt")
+        assert zeros == pruned_count(sparsity_at(update, **SCHEDULE), total), update
+    inner = json_log_records(output, "train_inner")
+    assert [int(r["num_updates"]) for r in inner] == [3, 6, 9, 12]
+    for record in inner:
+        assert float(record["sparsity"]) == pytest.approx(sparsity_at(int(record["num_updates"]), **SCHEDULE), abs=1e-4)
+        assert 0 < float(record["model_mb"]) < 0.2  # 4-bit, half pruned: well under the 0.83 MB of fp32
+    valid = json_log_records(output, "valid")[-1]
+    assert float(valid["valid_sparsity"]) == 0.5 and "valid_model_mb" in valid
+
+
+def test_a_run_killed_mid_schedule_resumes_with_the_uninterrupted_masks(multi30k_2k, tiny_mt_checkpoint, gradual_run,
+                                                                        tmp_path):
+    uninterrupted, _ = gradual_run
+    cmd = [str(c) for c in gradual_qat_finetune(multi30k_2k, tiny_mt_checkpoint, tmp_path)]
+    cmd[0] = str(BIN / cmd[0])
+    proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        for line in proc.stdout:  # kill right after checkpoint_1_6.pt and checkpoint_last.pt are written
+            if "Saved checkpoint" in line and "@ 6 updates" in line:
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "checkpoint_1_12.pt").exists()
+
+    resumed = run(cmd).output  # the same command again: fairseq resumes from checkpoint_last.pt
+    assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch 1 @ [69] updates\)", resumed), resumed[-3000:]
+    for update in (9, 12):
+        ours, theirs = pruned_matrices(tmp_path / f"checkpoint_1_{update}.pt"), pruned_matrices(
+            uninterrupted / f"checkpoint_1_{update}.pt")
+        assert all(torch.equal(ours[k] == 0, theirs[k] == 0) for k in theirs), update
