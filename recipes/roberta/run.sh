@@ -39,8 +39,7 @@ lr 5e-4 after a 50-update warm-up, inverse-sqrt decay, 4,096-token batches. Fine
 EOF
 }
 
-OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768"
-BUDGET=3 EPOCHS=2 GRID=full TRAIN_EXTRA="" TINY=0
+OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=2 GRID="" TRAIN_EXTRA="" TINY=0
 
 parse_args() {
     while (($#)); do
@@ -62,12 +61,14 @@ parse_args() {
         esac
         shift
     done
+    # Options given win over the mode's defaults.
     MONO_ARGS=()
     if ((TINY)); then
-        ARCHS="d3_h256 d3_h512" BUDGET=0.067 GRID=tiny
+        ARCHS=${ARCHS:-d3_h256 d3_h512} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
         MONO_ARGS=(--max-lines 3000 --vocab-size 1000)
     fi
-    OUT=${OUT:-$REPO/runs/roberta$( ((TINY)) && echo -tiny)}
+    ARCHS=${ARCHS:-d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768} BUDGET=${BUDGET:-3} GRID=${GRID:-full}
+    OUT=${OUT:-$REPO/runs/roberta}
     if [[ -z $TEXT && -d $SHARED_DATA/multi30k/mono ]]; then TEXT=$SHARED_DATA/multi30k/mono; fi
     if [[ -z $SST2 && -f $SHARED_DATA/sst2/train.tsv ]]; then SST2=$SHARED_DATA/sst2; fi
     TASKS=(SST-2 $GLUE_TASKS)
@@ -97,7 +98,8 @@ prepare() {
     "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${MONO_ARGS[@]}"
     local task from
     for task in "${TASKS[@]}"; do
-        from=$([[ $task == SST-2 ]] && echo "$SST2" || echo "$GLUE_DIR/$task")
+        from=$GLUE_DIR/$task
+        if [[ $task == SST-2 ]]; then from=$SST2; fi
         "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} --spm "$OUT/mono/spm.model" \
             --dict "$OUT/mono/bin/dict.txt" --out "$OUT/$task/data"
     done
@@ -122,6 +124,8 @@ pretrain() {
 }
 
 # finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates).
+# The task is compressed_sentence_prediction with no compression flags, i.e. the stock task: fairseq-validate takes
+# the task config from the checkpoint, and only this one has the --prune-*/--quant-* keys the sweep overrides.
 finetune() {
     local task=$1 data=$OUT/$1/data/bin size i=0 n
     local examples classes updates
@@ -135,7 +139,7 @@ finetune() {
         i=$((i + 1))
         "$PY" "$LIB/train_budget.py" --save-dir "$OUT/$task/finetune/$size" --arch "roberta_$size" --budget-s 0 \
             --label "$task $i/$n" -- "$data" --user-dir "$REPO/fairseq_ext" \
-            --task sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
+            --task compressed_sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
             --restore-file "$OUT/train/$size/checkpoint_last.pt" \
             --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler \
             --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \

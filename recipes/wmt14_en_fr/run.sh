@@ -49,8 +49,8 @@ recipes/wmt14_en_fr/README.md for multi-node examples.
 EOF
 }
 
-OUT="" FROM="" STAGES=() ARCHS="d6_h1024" BUDGET=24 MAX_TOKENS=3584 UPDATE_FREQ=16 LR=7e-4 WARMUP=4000
-VOCAB=40000 GRID=full TRAIN_EXTRA="" TINY=0 LAUNCHER=local NNODES=1 GPUS_PER_NODE="" NODE_RANK=0
+OUT="" FROM="" STAGES=() ARCHS="" BUDGET="" MAX_TOKENS="" UPDATE_FREQ="" LR="" WARMUP="" VOCAB="" GRID=""
+TRAIN_EXTRA="" TINY=0 LAUNCHER=local NNODES=1 GPUS_PER_NODE="" NODE_RANK=0
 MASTER_ADDR=localhost MASTER_PORT=29500
 
 parse_args() {
@@ -81,11 +81,16 @@ parse_args() {
         esac
         shift
     done
+    # Options given win over the mode's defaults.
+    PREPARE_ARGS=() LOG_INTERVAL=100
     if ((TINY)); then
         # Seconds of everything, on CPU-sized settings: for the end-to-end test on a tiny mirror.
-        ARCHS=d2_h256 BUDGET=0.0015 MAX_TOKENS=2048 UPDATE_FREQ=1 LR=1e-3 WARMUP=10 VOCAB=2000 GRID=tiny
+        ARCHS=${ARCHS:-d2_h256} BUDGET=${BUDGET:-0.0015} MAX_TOKENS=${MAX_TOKENS:-2048} UPDATE_FREQ=${UPDATE_FREQ:-1}
+        LR=${LR:-1e-3} WARMUP=${WARMUP:-10} VOCAB=${VOCAB:-2000} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/wmt14_en_fr-tiny}
+        PREPARE_ARGS=(--workers 2 --spm-sample 100000) LOG_INTERVAL=1
     fi
-    OUT=${OUT:-$REPO/runs/wmt14_en_fr$( ((TINY)) && echo -tiny)}
+    ARCHS=${ARCHS:-d6_h1024} BUDGET=${BUDGET:-24} MAX_TOKENS=${MAX_TOKENS:-3584} UPDATE_FREQ=${UPDATE_FREQ:-16}
+    LR=${LR:-7e-4} WARMUP=${WARMUP:-4000} VOCAB=${VOCAB:-40000} GRID=${GRID:-full} OUT=${OUT:-$REPO/runs/wmt14_en_fr}
     ((${#STAGES[@]})) || STAGES=(prepare train eval sweep report)
 }
 
@@ -113,7 +118,7 @@ wants() { [[ " ${STAGES[*]} " == *" $1 "* ]]; }
 
 prepare() {
     "$PY" "$REPO/scripts/prepare_wmt14_en_fr.py" --out "$OUT/data" ${FROM:+--from "$FROM"} --vocab-size "$VOCAB" \
-        $( ((TINY)) && echo --workers 2 --spm-sample 100000)
+        "${PREPARE_ARGS[@]}"
 }
 
 need_data() { [[ -f $OUT/data/bin/dict.en.txt ]] || die "no prepared data in $OUT/data/bin: run --stage prepare first"; }
@@ -142,7 +147,7 @@ train_models() {
     need_data
     set_launcher
     local archs=() size workers=1
-    [[ $DEVICE == cpu ]] && workers=0
+    if [[ $DEVICE == cpu ]]; then workers=0; fi
     for size in $ARCHS; do archs+=("transformer_wmt_en_fr_$size"); done
     local args=(
         "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation
@@ -151,7 +156,7 @@ train_models() {
         --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr 1e-7
         --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
         --max-tokens "$MAX_TOKENS" --update-freq "$UPDATE_FREQ" --seed 1 --num-workers "$workers"
-        --log-interval "$( ((TINY)) && echo 1 || echo 100)" --save-interval-updates 2000 --keep-interval-updates 1
+        --log-interval "$LOG_INTERVAL" --save-interval-updates 2000 --keep-interval-updates 1
         --no-epoch-checkpoints "${TRAIN_DEVICE_ARGS[@]}" "${DIST_ARGS[@]}"
     )
     # shellcheck disable=SC2206  # --train-args is a list of words on purpose
@@ -161,7 +166,8 @@ train_models() {
 
 evaluate() {
     need_data
-    local size dir
+    local size dir EVAL_DEVICE_ARGS=()
+    if [[ $DEVICE == cpu ]]; then EVAL_DEVICE_ARGS=(--cpu); fi
     for size in $ARCHS; do
         dir=$OUT/eval/$size
         mkdir -p "$dir"
@@ -169,7 +175,7 @@ evaluate() {
             say "newstest2014: $size"
             "$BIN/fairseq-generate" "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation \
                 --path "$OUT/train/$size/checkpoint_last.pt" --gen-subset test --beam 4 --lenpen 0.6 \
-                --max-tokens 8000 --post-process sentencepiece $([[ $DEVICE == cpu ]] && echo --cpu) \
+                --max-tokens 8000 --post-process sentencepiece "${EVAL_DEVICE_ARGS[@]}" \
                 >"$dir/generate.txt" 2>"$dir/generate.log" || die "fairseq-generate failed for $size: see $dir/generate.log"
             # Hypotheses back in test-set order (fairseq prints them by length), detokenized by sentencepiece.
             grep '^D-' "$dir/generate.txt" | sed 's/^D-//' | sort -n -k1,1 | cut -f3 >"$dir/hyp.txt"

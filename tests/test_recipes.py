@@ -1,0 +1,159 @@
+"""The shell recipes end to end in their --tiny modes, on the real data in ../shared/data, as a user runs them."""
+import gzip
+import io
+import json
+import tarfile
+
+import pytest
+
+from clitools import DATA, REPO, run
+
+pytestmark = pytest.mark.e2e
+
+RECIPES = ["multi30k_en_fr", "wmt14_en_fr", "roberta"]
+
+
+def recipe(name, *args, check=True):
+    return run(["bash", REPO / "recipes" / name / "run.sh", *args], check=check, timeout=900)
+
+
+def sweep_records(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_trained(run_dir, sizes):
+    """Each size trained for the recipe's budget and described in meta.json, with a JSON train log."""
+    for size in sizes:
+        meta = json.loads((run_dir / "train" / size / "meta.json").read_text())
+        assert meta["name"] == size and meta["params"] > 0 and meta["updates"] >= 1
+        assert meta["device"].startswith("cpu")
+        log = (run_dir / "train" / size / "train.log").read_text()
+        assert '"num_updates"' in log or '"train_num_updates"' in log
+        assert (run_dir / "train" / size / "checkpoint_last.pt").is_file()
+
+
+def test_multi30k_tiny_runs_the_study_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    first = recipe("multi30k_en_fr", "--tiny", "--out", out).output
+    check_trained(out, ["d2_h256", "d2_h512"])
+    records = sweep_records(out / "sweep.jsonl")
+    assert {r["model"] for r in records} == {"d2_h256", "d2_h512"}
+    assert {r["method"] for r in records} == {"dense", "prune", "quant"}
+    assert all(r["metric"] == "bleu" and r["subset"] == "test" for r in records)
+    report = (out / "report" / "report.md").read_text()
+    assert "## Which model under a memory budget" in report and "cpu: " in report
+    # The summary names the regime and each model's rate, and answers the question per budget.
+    assert "train words/s" in first and "best under each memory budget" in first
+    assert "[train 2/2] d2_h512" in first  # progress: which model, out of how many
+    again = recipe("multi30k_en_fr", "--tiny", "--out", out).output
+    assert again.count("finished before") == 2 and "prepare: " in again and "skipping" in again
+    assert sweep_records(out / "sweep.jsonl") == records  # nothing evaluated twice
+
+
+def wmt_archives(mirror, multi30k):
+    """The seven archives of fairseq's prepare-wmt14en2fr.sh, with their internal layouts, filled with Multi30k."""
+    def lines(split, lang, start, stop):
+        with gzip.open(multi30k / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f][start:stop]
+
+    def text(split, start, stop):
+        return {lang: ("\n".join(lines(split, lang, start, stop)) + "\n").encode() for lang in ("en", "fr")}
+
+    def sgml(segments, kind, lang):
+        body = "".join(f'<seg id="{i}"> {s} </seg>\n' for i, s in enumerate(segments, 1))
+        return (f'<{kind}set setid="newstest2014" srclang="any">\n<doc sysid="ref" docid="1012-bbc" genre="news" '
+                f'origlang="en">\n<p>\n{body}</p>\n</doc>\n</{kind}set>\n').encode()
+
+    train = [text("train", i * 400, (i + 1) * 400) for i in range(5)]
+    test = {lang: lines("test_2016_flickr", lang, 0, 100) for lang in ("en", "fr")}
+    test["en"][0] += " &amp; co"  # entities stay as sacrebleu reads them
+    contents = {
+        "training-parallel-europarl-v7.tgz": {f"training/europarl-v7.fr-en.{k}": v for k, v in train[0].items()},
+        "training-parallel-commoncrawl.tgz": {f"commoncrawl.fr-en.{k}": v for k, v in train[1].items()},
+        "training-parallel-un.tgz": {f"un/undoc.2000.fr-en.{k}": v for k, v in train[2].items()},
+        "training-parallel-nc-v9.tgz": {f"training/news-commentary-v9.fr-en.{k}": v for k, v in train[3].items()},
+        "training-giga-fren.tar": {f"giga-fren.release2.fixed.{k}.gz": gzip.compress(v) for k, v in train[4].items()},
+        "dev.tgz": {**{f"dev/newstest2012.{k}": v for k, v in text("val", 0, 60).items()},
+                    **{f"dev/newstest2013.{k}": v for k, v in text("val", 60, 120).items()}},
+        "test-full.tgz": {"test-full/newstest2014-fren-src.en.sgm": sgml(test["en"], "src", "en"),
+                          "test-full/newstest2014-fren-ref.fr.sgm": sgml(test["fr"], "ref", "fr")},
+    }
+    mirror.mkdir()
+    for archive, members in contents.items():
+        with tarfile.open(mirror / archive, "w:gz" if archive.endswith(".tgz") else "w") as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return test
+
+
+def test_wmt14_tiny_runs_end_to_end_on_a_mirror_of_the_archives(tmp_path):
+    test = wmt_archives(tmp_path / "mirror", DATA / "multi30k")
+    out = tmp_path / "run"
+    output = recipe("wmt14_en_fr", "--tiny", "--from", tmp_path / "mirror", "--out", out).output
+    data = out / "data"
+    assert (data / "text" / "test.fr").read_text().splitlines() == [s.strip() for s in test["fr"]]
+    assert (data / "text" / "test.en").read_text().splitlines()[0].endswith("&amp; co")
+    assert len((data / "text" / "train.en").read_text().splitlines()) == 2000
+    assert len((data / "text" / "valid.en").read_text().splitlines()) == 120
+    assert (data / "bin" / "dict.en.txt").read_text() == (data / "bin" / "dict.fr.txt").read_text()
+    check_trained(out, ["d2_h256"])
+    bleu = (out / "eval" / "d2_h256" / "bleu.txt").read_text()
+    assert bleu.startswith("BLEU|nrefs:1|") and "version:" in bleu  # sacrebleu's signature, printed
+    assert "newstest2014 detokenized: BLEU|nrefs:1" in output
+    assert len((out / "eval" / "d2_h256" / "hyp.txt").read_text().splitlines()) == 100
+    assert {r["model"] for r in sweep_records(out / "sweep.jsonl")} == {"d2_h256"}
+    assert (out / "report" / "report.md").is_file()
+
+
+def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
+    out = tmp_path / "run"
+    output = recipe("roberta", "--tiny", "--out", out).output
+    check_trained(out, ["d3_h256", "d3_h512"])
+    for size in ("d3_h256", "d3_h512"):
+        meta = json.loads((out / "SST-2" / "finetune" / size / "meta.json").read_text())
+        assert meta["updates"] == 4 and 0 <= meta["valid_accuracy"] <= 100
+    records = sweep_records(out / "SST-2" / "sweep.jsonl")
+    assert {r["model"] for r in records} == {"d3_h256", "d3_h512"}
+    assert all(r["metric"] == "accuracy" and r["subset"] == "valid" for r in records)
+    assert (out / "SST-2" / "report" / "report.md").is_file()
+    assert "best under each memory budget" in output
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_help(name):
+    output = recipe(name, "--help").output
+    assert output.startswith(f"usage: recipes/{name}/run.sh") and "--out DIR" in output
+
+
+@pytest.mark.parametrize("name, args, expected", [
+    ("multi30k_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),
+    ("multi30k_en_fr", ["--archs", "d2_h999"], "no grid arch transformer_wmt_en_fr_d2_h999"),
+    ("multi30k_en_fr", ["--budget"], "--budget needs a value"),
+    ("wmt14_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),
+    ("wmt14_en_fr", ["--launcher", "mpi"], "--launcher mpi: expected local, torchrun or slurm"),
+    ("roberta", ["--glue-tasks", "MNLI"], "--glue-tasks needs --glue-dir"),
+    ("roberta", ["--frobnicate"], "unknown option --frobnicate"),
+])
+def test_bad_input_fails_early_with_one_line(name, args, expected, tmp_path):
+    proc = recipe(name, *args, "--out", tmp_path / "out", check=False)
+    lines = proc.output.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"{name}: error: {expected}"), proc.output
+    assert not (tmp_path / "out").exists()  # nothing made before the check
+
+
+def test_missing_wmt_archives_fail_with_one_line_naming_them(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    proc = recipe("wmt14_en_fr", "--tiny", "--from", tmp_path / "mirror", "--out", tmp_path / "out", check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.output.splitlines() if "error" in line]
+    assert len(errors) == 1 and "training-parallel-europarl-v7.tgz" in errors[0] and "test-full.tgz" in errors[0]
+
+
+def test_missing_tools_fail_with_one_line(tmp_path):
+    proc = run(["bash", REPO / "recipes" / "multi30k_en_fr" / "run.sh", "--tiny", "--out", tmp_path / "out"],
+               check=False, env={"PATH": "/usr/bin:/bin", "FAIRSEQ_EXT_PYTHON": str(tmp_path / "no" / "python")})
+    assert proc.returncode != 0
+    assert proc.output.strip().splitlines() == [
+        f"multi30k_en_fr: error: no python at {tmp_path}/no/python: run `make setup` first (or set FAIRSEQ_EXT_PYTHON)"]
