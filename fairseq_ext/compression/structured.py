@@ -57,8 +57,7 @@ def ffn_modules(model):
     return [
         (n, m)
         for n, m in model.named_modules()
-        if isinstance(getattr(m, "fc1", None), nn.Linear) and isinstance(getattr(m, "fc2", None), nn.Linear)
-        and m.fc1.out_features == m.fc2.in_features
+        if isinstance(getattr(m, "fc1", None), nn.Module) and isinstance(getattr(m, "fc2", None), nn.Module)
     ]
 
 
@@ -137,6 +136,8 @@ def prune_neurons_of(block, keep_neurons, name="ffn"):
     """Keep only FFN neurons ``keep_neurons`` (indices) of one fc1/fc2 block."""
     _check_linear(block.fc1, f"{name}.fc1")
     _check_linear(block.fc2, f"{name}.fc2")
+    if block.fc1.out_features != block.fc2.in_features:
+        raise ValueError(f"{name}: fc1 has {block.fc1.out_features} outputs but fc2 {block.fc2.in_features} inputs")
     if getattr(block, "ffn_layernorm", None) is not None:
         raise ValueError(f"{name} normalizes its FFN activations (ffn_layernorm / --scale-fc): removing neurons "
                          "would change the others' normalization; structured FFN pruning does not support it")
@@ -154,6 +155,7 @@ def prune_attention_heads(model, fraction):
     fraction = check_fraction(fraction, "head pruning fraction")
     report = {}
     for name, attn in attention_modules(model):
+        _check_linear(attn.q_proj, f"{name}.q_proj")
         before = attn.num_heads
         keep = kept_count(before, fraction)
         if keep < before:
@@ -170,6 +172,7 @@ def prune_ffn_neurons(model, fraction):
     fraction = check_fraction(fraction, "FFN pruning fraction")
     report = {}
     for name, block in ffn_modules(model):
+        _check_linear(block.fc1, f"{name}.fc1")
         before = block.fc1.out_features
         keep = kept_count(before, fraction)
         if keep < before:

@@ -1,0 +1,139 @@
+"""Real int8 inference (fairseq_ext.compression.int8): the Linears really become int8 kernels, every one of
+them runs in fairseq's generation (including the encoder's attention, which fairseq would otherwise route
+around them), and the outputs stay within quantization error of fp32."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fairseq_ext.compression.int8 import (
+    ENGINE_CHOICES,
+    Int8Linear,
+    check_int8_supported,
+    count_calls,
+    disable_attention_fast_path,
+    int8_engine,
+    int8_linears,
+    quantize_linears_int8,
+)
+from fairseq_ext.models.grid import build_for_vocab
+
+TINY = dict(encoder_layers=2, decoder_layers=2, encoder_embed_dim=64, decoder_embed_dim=64,
+            encoder_ffn_embed_dim=128, decoder_ffn_embed_dim=128, encoder_attention_heads=4,
+            decoder_attention_heads=4, share_all_embeddings=True, dropout=0.0)
+
+
+def tiny_transformer(seed=0, vocab=120):
+    torch.manual_seed(seed)
+    return build_for_vocab("transformer", vocab, **TINY).eval()
+
+
+def sample(model, batch=3, length=7, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    dictionary = model.encoder.dictionary
+    src = torch.randint(dictionary.nspecial, len(dictionary), (batch, length), generator=generator)
+    src[:, -1] = dictionary.eos()
+    prev = torch.randint(dictionary.nspecial, len(dictionary), (batch, 5), generator=generator)
+    prev[:, 0] = dictionary.eos()
+    return src, torch.full((batch,), length), prev
+
+
+def relative_error(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def test_mlp_linears_replaced_outputs_close_and_really_int8():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 32)).eval()
+    x = torch.randn(10, 64)
+    with torch.no_grad():
+        reference = mlp(x)
+    model = copy.deepcopy(mlp)
+    replaced = quantize_linears_int8(model)
+    assert replaced == ["0", "2"]
+    assert all(isinstance(model[i], Int8Linear) for i in (0, 2))
+    assert model[0].weight().dtype == torch.qint8  # int8 storage, one scale per output row
+    assert model[0].weight().q_per_channel_scales().shape == (256,)
+    with torch.no_grad():
+        out = model(x)
+    err = relative_error(out, reference)
+    assert 0 < err < 0.03, err  # differs from fp32 (int8 arithmetic ran), within 8-bit error
+
+
+@pytest.mark.parametrize("engine", [e for e in ENGINE_CHOICES if e == "auto" or int8_engine(e) == e])
+def test_every_available_engine_is_close(engine):
+    torch.manual_seed(0)
+    lin = nn.Linear(128, 96).eval()
+    x = torch.randn(4, 9, 128)  # 3-D input, as fairseq's (time, batch, channel)
+    with torch.no_grad():
+        reference = lin(x)
+        model = nn.Sequential(copy.deepcopy(lin))
+        quantize_linears_int8(model, engine=engine)
+        err = relative_error(model(x), reference)
+    assert 0 < err < 0.03, (engine, err)
+
+
+def test_fairseq_fast_path_bypasses_projection_modules_and_switch_restores_them():
+    """Why the int8 conversion must switch fairseq's MHA fast path off: with it, the encoder never calls q_proj."""
+    model = tiny_transformer()
+    src, lengths, prev = sample(model)
+    with torch.no_grad(), count_calls(model, nn.Linear) as calls:
+        reference = model.encoder(src, src_lengths=lengths)["encoder_out"][0]
+    assert calls["encoder.layers.0.self_attn.q_proj"] == 0  # F.multi_head_attention_forward read the weights
+    assert calls["encoder.layers.0.fc1"] == 1
+    assert disable_attention_fast_path(model) == 2 + 2 * 2  # encoder self-attn; decoder self- and cross-attn
+    with torch.no_grad(), count_calls(model, nn.Linear) as calls:
+        out = model.encoder(src, src_lengths=lengths)["encoder_out"][0]
+    assert calls["encoder.layers.0.self_attn.q_proj"] == 1
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_fairseq_transformer_int8_forward_close_to_fp32():
+    model = tiny_transformer()
+    src, lengths, prev = sample(model)
+    with torch.no_grad():
+        reference = model(src, lengths, prev)[0]
+        int8 = copy.deepcopy(model)
+        replaced = quantize_linears_int8(int8)
+        out = int8(src, lengths, prev)[0]
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(replaced) == sorted(linears) and "decoder.output_projection" in replaced
+    assert not any(isinstance(m, nn.Linear) for m in int8.modules())
+    # the tied embedding stays fp32 and is still shared by encoder and decoder
+    assert int8.encoder.embed_tokens.weight.dtype == torch.float32
+    assert int8.encoder.embed_tokens.weight is int8.decoder.embed_tokens.weight
+    err = relative_error(out, reference)
+    assert 0 < err < 0.05, err
+    assert (out.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
+
+
+def test_generation_calls_every_int8_module_encoder_included():
+    from fairseq.sequence_generator import SequenceGenerator
+
+    model = tiny_transformer()
+    quantize_linears_int8(model)
+    src, lengths, _ = sample(model)
+    dictionary = model.decoder.dictionary
+    generator = SequenceGenerator([model], dictionary, beam_size=2, max_len_a=0, max_len_b=6, min_len=6)
+    with torch.no_grad(), count_calls(model) as calls:
+        hypos = generator.generate([model], {"net_input": {"src_tokens": src, "src_lengths": lengths}})
+    assert len(hypos) == 3 and all(len(h[0]["tokens"]) == 7 for h in hypos)  # 6 tokens + </s>
+    assert set(calls) == set(int8_linears(model))  # every int8 module ran
+    for layer in range(2):
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            assert calls[f"encoder.layers.{layer}.self_attn.{proj}"] == 1  # the encoder's attention is int8
+            assert calls[f"decoder.layers.{layer}.self_attn.{proj}"] == 7  # one call per decoding step
+        assert calls[f"decoder.layers.{layer}.encoder_attn.k_proj"] == 1  # cached after the first step
+    assert calls["decoder.output_projection"] == 7
+
+
+def test_unsupported_settings_raise_clear_errors():
+    with pytest.raises(ValueError, match="CPU only"):
+        check_int8_supported("cuda")
+    with pytest.raises(ValueError, match="fp32"):
+        check_int8_supported("cpu", torch.float16)
+    with pytest.raises(ValueError, match="allowed: auto"):
+        int8_engine("tpu")
+    with pytest.raises(ValueError, match="fp32"):
+        quantize_linears_int8(nn.Sequential(nn.Linear(4, 4)).half())
