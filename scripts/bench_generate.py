@@ -1,0 +1,360 @@
+#!/usr/bin/env python
+"""Decoding speed of fairseq-generate on Multi30k test: fp32 vs real int8 vs structured-pruned (vs CTranslate2).
+
+For every --archs model (default: transformer_wmt_en_fr_d6_h1024, the 6+6 d=1024 transformer_vaswani_wmt_en_fr_big
+shape with shared embeddings; with the default --vocab 40000 it holds 217M parameters) this script
+
+1. builds the model with fairseq (the same build as fairseq-train: options -> task -> build_model) and saves the
+   untrained, randomly initialised weights as a fairseq checkpoint (random weights are fine: every variant decodes
+   exactly --len tokens, so the work per sentence is fixed);
+2. makes a bench data folder: the Multi30k dictionaries padded with filler symbols to --vocab entries (the real
+   tokens keep their ids) and the first --sentences pairs of the binarized test set;
+3. runs the real ``fairseq-generate`` once per variant and round, alternating the variants within every round
+   (their order rotates from round to round) so that they share whatever else the machine is doing, with
+   beam 4, batch 32 (--batch-size 32), --max-len-a 0 --max-len-b LEN --min-len LEN, and reads fairseq's own
+   ``Translated N sentences (T tokens) in S s`` line (generation time only: no start-up, no checkpoint load,
+   no int8 conversion);
+4. prints tokens/s per variant and round, and per round the RATIO to the fp32 run of the same round, with the
+   median over rounds. Ratios are what to compare on a shared machine; absolute tokens/s move with the load.
+
+Variants (--variants, comma-separated):
+
+    fp32         stock fairseq: --task translation, float32
+    int8         --task compressed_translation --int8-kernels        (real int8 Linear kernels)
+    pruned       --task compressed_translation --prune-heads H --prune-ffn F   (smaller matrices, fp32)
+    pruned_int8  both
+    ct2_fp32, ct2_int8   CTranslate2 on the same checkpoint (ct2-fairseq-converter, --quantization int8), only
+                 when the ``ctranslate2`` package can be imported (it is NOT a dependency of this repo:
+                 ``pip install --target DIR ctranslate2`` and PYTHONPATH=DIR is enough); same beam, batch,
+                 lengths and threads. Tokens are counted as fairseq counts them (the LEN tokens + </s>).
+
+Threads: --threads N sets OMP_NUM_THREADS for fairseq and intra_threads for CTranslate2 (default 1: on a
+machine shared with other jobs, a 2-thread run of any engine mostly measures how long its threads wait for
+each other).
+
+    .venv/bin/python scripts/bench_generate.py                       # d6_h1024, fp32/int8/pruned/pruned_int8 (+ct2)
+    .venv/bin/python scripts/bench_generate.py --archs transformer_wmt_en_fr_d2_h256,transformer_wmt_en_fr_d6_h512
+    .venv/bin/python scripts/bench_generate.py --quick               # smoke test: tiny model, 1 round, seconds
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data")) / "multi30k"
+MAIN_ARCH = "transformer_wmt_en_fr_d6_h1024"
+FAIRSEQ_VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")
+CT2_VARIANTS = ("ct2_fp32", "ct2_int8")
+TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def ct2_available():
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
+def child_env(threads):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE_")}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    return env
+
+
+def run(cmd, threads, timeout=3600):
+    cmd = [str(c) for c in cmd]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(threads), capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-4000:]}")
+    return output
+
+
+# ---------------------------------------------------------------------------------------------- data and model
+
+
+def prepare_multi30k(work, source, quick):
+    """The binarized Multi30k (real BPE, real test set), prepared once under ``work``."""
+    out = work / ("multi30k_quick" if quick else "multi30k")
+    size = ["--train-size", "2000", "--vocab-size", "2000"] if quick else []
+    if not (out / "bin" / "dict.en.txt").is_file():
+        log(f"bench: preparing Multi30k in {out}")
+        run([sys.executable, "scripts/prepare_multi30k.py", "--out", out, "--from", source, *size], threads=2)
+    return out / "bin"
+
+
+def make_bench_data(multi30k_bin, out, vocab, sentences):
+    """``out``: dictionaries padded to ``vocab`` symbols + the first ``sentences`` test pairs, binarized."""
+    from fairseq.data import Dictionary, data_utils, indexed_dataset
+
+    stamp = out / "bench.json"
+    meta = {"vocab": vocab, "sentences": sentences, "from": str(multi30k_bin.resolve())}
+    if stamp.is_file() and json.loads(stamp.read_text()) == meta:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for lang in ("en", "fr"):
+        lines = (multi30k_bin / f"dict.{lang}.txt").read_text().splitlines()
+        entries = len(lines) + 4  # fairseq's 4 specials are not in the file
+        if vocab < entries:
+            raise SystemExit(f"--vocab {vocab} is smaller than the Multi30k dictionary ({entries} symbols)")
+        lines += [f"madeupword{i:05d} 0" for i in range(vocab - entries)]
+        (out / f"dict.{lang}.txt").write_text("\n".join(lines) + "\n")
+    for lang in ("en", "fr"):
+        dictionary = Dictionary.load(str(multi30k_bin / f"dict.{lang}.txt"))
+        data = data_utils.load_indexed_dataset(str(multi30k_bin / f"test.en-fr.{lang}"), dictionary)
+        n = min(sentences, len(data))
+        prefix = str(out / f"test.en-fr.{lang}")
+        builder = indexed_dataset.make_builder(prefix + ".bin", impl="mmap", vocab_size=vocab)
+        for i in range(n):
+            builder.add_item(data[i])
+        builder.finalize(prefix + ".idx")
+    stamp.write_text(json.dumps(meta))
+    return out
+
+
+def make_checkpoint(arch, data, path, extra_args=()):
+    """Save fairseq's freshly built (untrained) ``arch`` for ``data``'s dictionaries as a loadable checkpoint."""
+    import torch
+    from fairseq import checkpoint_utils, options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from omegaconf import OmegaConf
+
+    if path.is_file():
+        return path
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(data), "--user-dir", str(REPO / "fairseq_ext"), "--task", "translation", "--arch", arch,
+                 "--cpu", "--seed", "1", *extra_args]
+    )
+    cfg = convert_namespace_to_omegaconf(args)
+    utils.import_user_module(cfg.common)
+    torch.manual_seed(1)
+    task = tasks.setup_task(cfg.task)
+    model = task.build_model(cfg.model)
+    state = {
+        "args": None,
+        "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        "model": model.state_dict(),
+        "criterion": None,
+        "optimizer_history": [{"criterion_name": "CrossEntropyCriterion", "optimizer_name": "none",
+                               "lr_scheduler_state": {}, "num_updates": 0}],
+        "task_state": {},
+        "extra_state": {"note": "untrained weights saved by scripts/bench_generate.py"},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_utils.torch_persistent_save(state, str(path))
+    params = sum(p.numel() for p in model.parameters())
+    log(f"bench: saved untrained {arch} ({params / 1e6:.1f}M parameters) to {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the runs
+
+
+def generate_command(variant, data, checkpoint, args):
+    flags = {
+        "fp32": ["--task", "translation"],
+        "int8": ["--task", "compressed_translation", "--int8-kernels"],
+        "pruned": ["--task", "compressed_translation", "--prune-heads", args.prune_heads, "--prune-ffn", args.prune_ffn],
+        "pruned_int8": ["--task", "compressed_translation", "--prune-heads", args.prune_heads,
+                        "--prune-ffn", args.prune_ffn, "--int8-kernels"],
+    }[variant]
+    return [
+        BIN / "fairseq-generate", data, "--user-dir", REPO / "fairseq_ext", *flags, "--path", checkpoint,
+        "--gen-subset", "test", "--cpu", "--beam", args.beam, "--batch-size", args.batch_size,
+        "--max-len-a", "0", "--max-len-b", args.len, "--min-len", args.len, "--num-workers", "0",
+        "--quiet", "--no-progress-bar",
+    ]
+
+
+def fairseq_run(variant, data, checkpoint, args):
+    output = run(generate_command(variant, data, checkpoint, args), args.threads)
+    match = TRANSLATED.search(output)
+    if not match:
+        raise RuntimeError(f"no 'Translated ...' line in fairseq-generate's output:\n{output[-3000:]}")
+    sentences, tokens, seconds = int(match[1].replace(",", "")), int(match[2].replace(",", "")), float(match[3])
+    expected = sentences * (args.len + 1)
+    if tokens != expected:
+        raise RuntimeError(f"{variant}: {tokens} tokens for {sentences} sentences, expected {expected} (fixed length)")
+    return {"sentences": sentences, "tokens": tokens, "seconds": seconds}
+
+
+CT2_SNIPPET = r"""
+import json, sys, time
+import ctranslate2
+from fairseq.data import Dictionary, data_utils
+model_dir, data, beam, batch, length, threads = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
+src_dict = Dictionary.load(f"{data}/dict.en.txt")
+dataset = data_utils.load_indexed_dataset(f"{data}/test.en-fr.en", src_dict)
+# fairseq appends </s> to every source sentence; CTranslate2 adds it itself (add_source_eos).
+sources = [[src_dict[int(i)] for i in dataset[k][:-1]] for k in range(len(dataset))]
+translator = ctranslate2.Translator(model_dir, device="cpu", intra_threads=threads, inter_threads=1)
+start = time.perf_counter()
+results = translator.translate_batch(sources, beam_size=beam, max_batch_size=batch, batch_type="examples",
+                                     min_decoding_length=length, max_decoding_length=length)
+seconds = time.perf_counter() - start
+lengths = sorted({len(r.hypotheses[0]) for r in results})
+print("CT2RESULT " + json.dumps({"sentences": len(results), "lengths": lengths, "seconds": seconds}))
+"""
+
+
+def ct2_convert(checkpoint, data, out, quantization):
+    if (out / "model.bin").is_file():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    run([sys.executable, "-m", "ctranslate2.converters.fairseq", "--model_path", checkpoint, "--data_dir", data,
+         "--user_dir", REPO / "fairseq_ext", "--output_dir", out, "--quantization", quantization], threads=2)
+    return out
+
+
+def ct2_run(model_dir, data, args):
+    output = run([sys.executable, "-c", CT2_SNIPPET, model_dir, data, args.beam, args.batch_size, args.len,
+                  args.threads], args.threads)
+    result = json.loads(output.split("CT2RESULT ", 1)[1].splitlines()[0])
+    if result["lengths"] != [args.len]:
+        raise RuntimeError(f"CTranslate2 produced lengths {result['lengths']}, expected {args.len} tokens")
+    # counted like fairseq: the LEN tokens + </s>
+    return {"sentences": result["sentences"], "tokens": result["sentences"] * (args.len + 1),
+            "seconds": result["seconds"]}
+
+
+def bench_arch(arch, multi30k_bin, args):
+    data = make_bench_data(multi30k_bin, args.work / f"data_v{args.vocab}_n{args.sentences}", args.vocab,
+                           args.sentences)
+    checkpoint = make_checkpoint(arch, data, args.work / "checkpoints" / f"{arch}_v{args.vocab}.pt", args.arch_args)
+    variants = list(args.variants)
+    ct2_dirs = {}
+    for variant in [v for v in variants if v in CT2_VARIANTS]:
+        quantization = variant.split("_", 1)[1].replace("fp32", "float32")
+        try:
+            ct2_dirs[variant] = ct2_convert(checkpoint, data, args.work / "ct2" / f"{arch}_v{args.vocab}_{quantization}",
+                                            quantization)
+        except RuntimeError as error:
+            log(f"bench: {variant} left out, the CTranslate2 converter failed on this checkpoint:\n{error}")
+            variants.remove(variant)
+    rounds = []
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate: no variant always first
+        results = {}
+        for variant in order:
+            if variant in CT2_VARIANTS:
+                results[variant] = ct2_run(ct2_dirs[variant], data, args)
+            else:
+                results[variant] = fairseq_run(variant, data, checkpoint, args)
+            results[variant]["tokens_per_s"] = results[variant]["tokens"] / results[variant]["seconds"]
+            log(f"bench: {arch} round {r + 1}/{args.rounds} {variant:12s} "
+                f"{results[variant]['tokens_per_s']:8.1f} tokens/s")
+        rounds.append(results)
+    return {"arch": arch, "checkpoint": str(checkpoint), "variants": variants, "rounds": rounds}
+
+
+def summarize(result, baseline="fp32"):
+    rows = []
+    for variant in result["variants"]:
+        speeds = [r[variant]["tokens_per_s"] for r in result["rounds"]]
+        ratios = [r[variant]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in result["rounds"]] \
+            if baseline in result["variants"] else []
+        rows.append({
+            "arch": result["arch"], "variant": variant,
+            "tokens_per_s": [round(s, 1) for s in speeds],
+            "ratio_to_fp32": [round(x, 2) for x in ratios],
+            "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
+        })
+    return rows
+
+
+def print_table(rows, args):
+    print(f"\nfairseq-generate on the first {args.sentences} Multi30k test sentences, beam {args.beam}, "
+          f"batch {args.batch_size}, {args.len} tokens + </s> per sentence, {args.threads} thread(s), "
+          f"{args.rounds} alternated round(s)")
+    print("| arch | variant | tokens/s per round | ratio to fp32 per round | median ratio |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['arch']} | {row['variant']} | {', '.join(map(str, row['tokens_per_s']))} | "
+              f"{', '.join(map(str, row['ratio_to_fp32'])) or '-'} | {row['median_ratio'] or '-'} |")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default=MAIN_ARCH, help=f"comma-separated fairseq archs (default {MAIN_ARCH})")
+    parser.add_argument("--variants", default=",".join(FAIRSEQ_VARIANTS + CT2_VARIANTS),
+                        help="comma-separated, of: " + ", ".join(FAIRSEQ_VARIANTS + CT2_VARIANTS) +
+                             " (ct2_* are skipped when ctranslate2 is not installed)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds (default 3)")
+    parser.add_argument("--sentences", type=int, default=64, help="first N Multi30k test sentences (default 64)")
+    parser.add_argument("--vocab", type=int, default=40000, help="dictionary size of the benchmarked models")
+    parser.add_argument("--len", type=int, default=30, help="tokens generated per sentence (default 30)")
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / CTranslate2 intra_threads")
+    parser.add_argument("--prune-heads", default="0.5", help="--prune-heads of the pruned variants (default 0.5)")
+    parser.add_argument("--prune-ffn", default="0.5", help="--prune-ffn of the pruned variants (default 0.5)")
+    parser.add_argument("--data-from", type=Path, default=DEFAULT_DATA, help="raw Multi30k folder")
+    parser.add_argument("--data-bin", type=Path,
+                        help="an already binarized Multi30k (prepare_multi30k.py's DIR/bin) instead of --data-from")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_generate",
+                        help="cache of data, checkpoints and CTranslate2 models (default runs/bench_generate)")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: a tiny model (d2_h256 with 2 layers), 32 sentences, 8 tokens, 1 round")
+    args = parser.parse_args(argv)
+    args.arch_args = []
+    if args.quick:
+        args.archs = "transformer_wmt_en_fr_d2_h256"
+        args.sentences, args.len, args.rounds, args.vocab, args.batch_size = 16, 8, 1, 4000, 8
+        args.work = args.work.with_name(args.work.name + "_quick")
+    args.archs = [a for a in args.archs.split(",") if a]
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variants if v not in FAIRSEQ_VARIANTS + CT2_VARIANTS]
+    if unknown:
+        parser.error(f"unknown --variants {', '.join(unknown)}; allowed: {', '.join(FAIRSEQ_VARIANTS + CT2_VARIANTS)}")
+    if not ct2_available() and any(v in CT2_VARIANTS for v in args.variants):
+        log("bench: ctranslate2 is not installed: ct2_* variants skipped")
+        args.variants = [v for v in args.variants if v not in CT2_VARIANTS]
+    if not args.variants:
+        parser.error("no variant to run")
+    return args
+
+
+def quiet():
+    """Keep fairseq/hydra's start-up chatter of the in-process checkpoint build out of the report."""
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("fairseq", "hydra"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    quiet()
+    args.work.mkdir(parents=True, exist_ok=True)
+    multi30k_bin = args.data_bin or prepare_multi30k(args.work, args.data_from, args.quick)
+    started = time.time()
+    results = [bench_arch(arch, multi30k_bin, args) for arch in args.archs]
+    rows = [row for result in results for row in summarize(result)]
+    print_table(rows, args)
+    print(f"({time.time() - started:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
+                                         "results": results, "summary": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
