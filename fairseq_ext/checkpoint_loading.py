@@ -9,6 +9,9 @@ Packed compressed files (scripts/pack_checkpoint.py, no pickle at all) load wher
 """
 import argparse
 import functools
+import os
+import pickle
+import re
 
 import torch
 from fairseq import checkpoint_utils
@@ -81,17 +84,114 @@ def packed_checkpoint(path, arg_overrides=None):
     }
 
 
+OPT_IN = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint whose pickle needs a type outside the allowlist: refused before anything in it ran."""
+
+
+class DictionaryMismatchError(ValueError):
+    """A checkpoint trained with another dictionary than the one of the data folder given."""
+
+
+# torch's weights-only unpickler names the refused global in one of these forms (torch 2.6 .. 2.13).
+_REFUSED_GLOBAL = (
+    re.compile(r"Unsupported global: GLOBAL ([\w.]+)"),
+    re.compile(r"unsupported GLOBAL ([\w.]+)"),
+    re.compile(r"GLOBAL ([\w.]+)"),
+)
+
+
+def refused_type(message):
+    """The type (module.name) torch's weights-only unpickler refused, from its error message."""
+    for pattern in _REFUSED_GLOBAL:
+        match = pattern.search(message)
+        if match:
+            return match.group(1)
+    first = next((line.strip() for line in message.splitlines() if "WeightsUnpickler error" in line), None)
+    return first or "a type outside the allowlist"
+
+
+def unsafe_checkpoint_error(path, error):
+    return UnsafeCheckpointError(
+        f"refusing to load {path}: it needs {refused_type(str(error))}, which is not among the types fairseq and "
+        f"fairseq_ext write into checkpoints; it was refused before anything in it ran. Only if you trust this file, "
+        f"opt in for this one command: {OPT_IN} <your fairseq command>"
+    )
+
+
+def unreadable_checkpoint_error(path, error):
+    size = os.path.getsize(path) if os.path.isfile(path) else None
+    reason = (str(error) or type(error).__name__).split(". ")[0]
+    return ValueError(
+        f"cannot read checkpoint {path}"
+        + (f" ({size} bytes)" if size is not None else "")
+        + f": it is truncated or not a torch checkpoint ({reason})"
+    )
+
+
 def loading_packed_files(load_checkpoint_to_cpu):
     @functools.wraps(load_checkpoint_to_cpu)
     def load(path, arg_overrides=None, *args, **kwargs):
         if is_packed(path):
             return packed_checkpoint(path, arg_overrides)
-        return load_checkpoint_to_cpu(path, arg_overrides, *args, **kwargs)
+        try:
+            return load_checkpoint_to_cpu(path, arg_overrides, *args, **kwargs)
+        except UnsafeCheckpointError:
+            raise
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" in str(error):
+                raise unsafe_checkpoint_error(path, error) from None
+            raise unreadable_checkpoint_error(path, error) from None
+        except (RuntimeError, EOFError) as error:
+            text = str(error)
+            if isinstance(error, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
+                raise unreadable_checkpoint_error(path, error) from None
+            raise
 
     load.loads_packed_files = True
+    return load
+
+
+# torch's load_state_dict error for one mismatched parameter.
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (\S*(?:embed_tokens|embed_out|output_projection|lm_head)\S*): copying a param with shape "
+    r"torch\.Size\(\[(\d+)[^\]]*\]\) from checkpoint, the shape in current model is torch\.Size\(\[(\d+)"
+)
+
+
+def dictionary_mismatch(filenames, task, error):
+    """A DictionaryMismatchError for a load_state_dict size mismatch on a vocabulary-sized parameter, else None."""
+    match = _SIZE_MISMATCH.search(str(error))
+    if not match:
+        return None
+    key, saved, here = match.group(1), int(match.group(2)), int(match.group(3))
+    data = getattr(getattr(task, "cfg", None), "data", None)
+    return DictionaryMismatchError(
+        f"dictionary mismatch: {', '.join(map(str, filenames))} was trained with a dictionary of {saved} entries "
+        f"({key}), but the dictionary loaded here{f' from {data}' if data else ''} has {here} entries; pass the "
+        f"data folder (dict.*.txt) the model was trained with"
+    )
+
+
+def checking_dictionaries(load_model_ensemble_and_task):
+    @functools.wraps(load_model_ensemble_and_task)
+    def load(filenames, arg_overrides=None, task=None, *args, **kwargs):
+        try:
+            return load_model_ensemble_and_task(filenames, arg_overrides, task, *args, **kwargs)
+        except RuntimeError as error:
+            mismatch = dictionary_mismatch(filenames, task, error)
+            if mismatch is None:
+                raise
+            raise mismatch from None
+
+    load.checks_dictionaries = True
     return load
 
 
 # Idempotent: the plugin may be imported twice in one process (as fairseq_ext and through --user-dir).
 if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "loads_packed_files", False):
     checkpoint_utils.load_checkpoint_to_cpu = loading_packed_files(checkpoint_utils.load_checkpoint_to_cpu)
+if not getattr(checkpoint_utils.load_model_ensemble_and_task, "checks_dictionaries", False):
+    checkpoint_utils.load_model_ensemble_and_task = checking_dictionaries(checkpoint_utils.load_model_ensemble_and_task)
