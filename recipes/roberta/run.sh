@@ -152,12 +152,14 @@ finetune() {
     done
 }
 
+# fairseq-validate's default criterion cannot score sentence_prediction; fairseq drops a last batch whose size is
+# not a multiple of --required-batch-size-multiple (8 by default), so 1 scores every dev example.
 sweep() {
     local task=$1 checkpoints=() size
     for size in $ARCHS; do checkpoints+=("$size=$OUT/$task/finetune/$size/checkpoint_last.pt"); done
     "$PY" "$REPO/scripts/sweep.py" --data "$OUT/$task/data/bin" --task sentence_prediction --subset valid \
         --grid "$GRID" --checkpoint "${checkpoints[@]}" --out "$OUT/$task/sweep.jsonl" \
-        --generate-args "--criterion sentence_prediction"  # fairseq-validate's default criterion cannot score it
+        --generate-args "--criterion sentence_prediction --required-batch-size-multiple 1"
 }
 
 # report TASK: the task's folder holds its sweep; train/ links to the pretraining runs, whose convergence it shows.

@@ -82,12 +82,14 @@ parse_args() {
         shift
     done
     # Options given win over the mode's defaults.
-    PREPARE_ARGS=() LOG_INTERVAL=100
+    PREPARE_ARGS=() LOG_INTERVAL=100 GEN_ARGS=()
     if ((TINY)); then
         # Seconds of everything, on CPU-sized settings: for the end-to-end test on a tiny mirror.
         ARCHS=${ARCHS:-d2_h256} BUDGET=${BUDGET:-0.0015} MAX_TOKENS=${MAX_TOKENS:-2048} UPDATE_FREQ=${UPDATE_FREQ:-1}
         LR=${LR:-1e-3} WARMUP=${WARMUP:-10} VOCAB=${VOCAB:-2000} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/wmt14_en_fr-tiny}
         PREPARE_ARGS=(--workers 2 --spm-sample 100000) LOG_INTERVAL=1
+        # Seconds-old models decode to the length limit, slowly: the smoke test needs a score, not a good one.
+        GEN_ARGS=(--max-len-a 0 --max-len-b 8)
     fi
     ARCHS=${ARCHS:-d6_h1024} BUDGET=${BUDGET:-24} MAX_TOKENS=${MAX_TOKENS:-3584} UPDATE_FREQ=${UPDATE_FREQ:-16}
     LR=${LR:-7e-4} WARMUP=${WARMUP:-4000} VOCAB=${VOCAB:-40000} GRID=${GRID:-full} OUT=${OUT:-$REPO/runs/wmt14_en_fr}
@@ -175,10 +177,13 @@ evaluate() {
             say "newstest2014: $size"
             "$BIN/fairseq-generate" "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation \
                 --path "$OUT/train/$size/checkpoint_last.pt" --gen-subset test --beam 4 --lenpen 0.6 \
-                --max-tokens 8000 --post-process sentencepiece "${EVAL_DEVICE_ARGS[@]}" \
+                --max-tokens 8000 --required-batch-size-multiple 1 --post-process sentencepiece \
+                "${GEN_ARGS[@]}" "${EVAL_DEVICE_ARGS[@]}" \
                 >"$dir/generate.txt" 2>"$dir/generate.log" || die "fairseq-generate failed for $size: see $dir/generate.log"
             # Hypotheses back in test-set order (fairseq prints them by length), detokenized by sentencepiece.
-            grep '^D-' "$dir/generate.txt" | sed 's/^D-//' | sort -n -k1,1 | cut -f3 >"$dir/hyp.txt"
+            grep '^D-' "$dir/generate.txt" | sed 's/^D-//' | sort -t $'\t' -k1,1n | cut -f3 >"$dir/hyp.txt"
+            [[ $(wc -l <"$dir/hyp.txt") == $(wc -l <"$OUT/data/text/test.fr") ]] ||
+                die "fairseq-generate translated $(wc -l <"$dir/hyp.txt") of $(wc -l <"$OUT/data/text/test.fr") sentences: see $dir/generate.log"
             "$BIN/sacrebleu" "$OUT/data/text/test.fr" -i "$dir/hyp.txt" -m bleu -f text >"$dir/bleu.txt.tmp"
             mv "$dir/bleu.txt.tmp" "$dir/bleu.txt"
         fi
@@ -192,7 +197,7 @@ sweep() {
     for size in $ARCHS; do checkpoints+=("$size=$OUT/train/$size/checkpoint_last.pt"); done
     "$PY" "$REPO/scripts/sweep.py" --data "$OUT/data/bin" --task translation --subset test --grid "$GRID" \
         --checkpoint "${checkpoints[@]}" --out "$OUT/sweep.jsonl" \
-        --generate-args "--beam 4 --lenpen 0.6 --max-tokens 8000"
+        --generate-args "--beam 4 --lenpen 0.6 --max-tokens 8000 --required-batch-size-multiple 1 ${GEN_ARGS[*]}"
 }
 
 report() {
