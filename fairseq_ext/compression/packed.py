@@ -236,7 +236,7 @@ def _checked_records(header: dict, payload_size: int) -> list[dict]:
         where = f"tensor {i} ({name!r})"
         _require(isinstance(name, str) and name not in names, f"{where}: missing or repeated name")
         names.add(name)
-        _require(record.get("dtype") in DTYPES, f"{where}: unknown dtype")
+        _require(isinstance(record.get("dtype"), str) and record["dtype"] in DTYPES, f"{where}: unknown dtype")
         shape = record.get("shape")
         _require(isinstance(shape, list) and all(_is_count(n) for n in shape), f"{where}: bad shape")
         numel = math.prod(shape)
