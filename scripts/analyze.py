@@ -58,23 +58,32 @@ def finite_number(text):
 
 def convergence(args):
     files = write_convergence(read_training_runs(args.logs), args.metric, args.target, args.out)
-    return [*files.plots, args.out / "time_to_target.md"], files.plot_problem
+    return wrote(args, [*files.plots, args.out / "time_to_target.md"], files.plot_problem)
 
 
 def frontier(args):
     files = write_frontier(read_sweep(args.sweep), args.out)
-    return [*(v.plot for v in files.views if v.plot), *(v.table for v in files.views)], files.plot_problem
+    written = [*(v.plot for v in files.views if v.plot), *(v.table for v in files.views)]
+    return wrote(args, written, files.plot_problem)
 
 
 def select_command(args):
     selection = select(read_sweep(args.sweep), args.max_mb, args.max_ms)
     print(describe(selection))
-    return None if selection.best else 1  # a budget nothing fits is an answer, and a failed selection
+    return 0 if selection.best else 1  # a budget nothing fits is an answer, and a failed selection
 
 
 def report(args):
     path, plot_problem = write_report(args.run, args.out, args.metric, args.target)
-    return [path], plot_problem
+    return wrote(args, [path], plot_problem)
+
+
+def wrote(args, paths, plot_problem):
+    if plot_problem:
+        print(f"analyze.py {args.command}: note: {plot_problem}", file=sys.stderr)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
 
 
 def parser():
@@ -93,7 +102,7 @@ def parser():
     command.add_argument("--metric", default="valid_loss", help=metric_help)
     command.add_argument("--target", type=finite_number, help=target_help)
     command.add_argument("--out", type=Path, required=True, help="folder for the PNGs and tables")
-    command.set_defaults(run=convergence)
+    command.set_defaults(handler=convergence)
 
     command = commands.add_parser("frontier", help="metric vs compressed memory with its Pareto frontier",
                                   description="Metric vs compressed memory for every (model, method, level) of a "
@@ -101,7 +110,7 @@ def parser():
                                               "quantization-only views.")
     command.add_argument("--sweep", type=Path, required=True, help="the results of scripts/sweep.py (JSON lines)")
     command.add_argument("--out", type=Path, required=True, help="folder for the PNGs and CSVs")
-    command.set_defaults(run=frontier)
+    command.set_defaults(handler=frontier)
 
     command = commands.add_parser("select", help="the best config under a memory (and latency) budget",
                                   description="The best config under a memory budget, and what the best "
@@ -110,7 +119,7 @@ def parser():
     command.add_argument("--max-mb", type=positive_number, required=True, help="memory budget for the weights, MB")
     command.add_argument("--max-ms", type=positive_number,
                          help="latency budget, ms; considers only results with a measured latency_ms")
-    command.set_defaults(run=select_command)
+    command.set_defaults(handler=select_command)
 
     command = commands.add_parser("report", help="all of the above for a run folder, as report.md",
                                   description="Convergence, frontier and budget tables for a run folder "
@@ -120,25 +129,17 @@ def parser():
     command.add_argument("--out", type=Path, help="where to write (default: RUN/report)")
     command.add_argument("--metric", default="valid_loss", help=metric_help)
     command.add_argument("--target", type=finite_number, help=target_help)
-    command.set_defaults(run=report)
+    command.set_defaults(handler=report)
     return main
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        outcome = args.run(args)
+        return args.handler(args)
     except AnalysisError as error:
         print(f"analyze.py {args.command}: error: {error}", file=sys.stderr)
         return 2
-    if args.command == "select":
-        return outcome
-    written, plot_problem = outcome
-    if plot_problem:
-        print(f"analyze.py {args.command}: note: {plot_problem}", file=sys.stderr)
-    for path in written:
-        print(f"wrote {path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ def plot_convergence(curves, x, path, target=None):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for curve in curves:
         xs = [p.updates if x == "updates" else p.wall_s / scale for p in curve.points]
+        size = f" ({params_text(curve.params)} params)" if curve.params else ""  # known from meta.json only
         ax.plot(xs, [p.value for p in curve.points], marker="o", markersize=3.5, color=colors[curve.name],
-                label=f"{curve.name} ({params_text(curve.params)} params)")
+                label=curve.name + size)
     metric = curves[0].metric
     if target is not None:
         ax.axhline(target, color="gray", linestyle="--", linewidth=1, label=f"target {number_text(target)}")
@@ -67,9 +68,9 @@ def plot_frontier(records, frontier, path, title, connect_levels=False):
     connect_levels joins each model's points in memory order, which reads well when one knob varies (the
     pruning-only and quantization-only plots) and badly when two do.
     """
-    from matplotlib.lines import Line2D
-
     plt = pyplot()
+    from matplotlib.lines import Line2D  # after pyplot(), which is what reports a missing matplotlib
+
     sizes = models_by_size(records)
     colors = model_colors(plt, [name for name, _ in sizes])
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
@@ -81,15 +82,16 @@ def plot_frontier(records, frontier, path, title, connect_levels=False):
         for record in own:
             ax.scatter(record["compressed_mb"], record["value"], color=colors[name], s=28, zorder=3,
                        marker=METHOD_MARKERS[record["method"]])
-    ax.step([r["compressed_mb"] for r in frontier], [r["value"] for r in frontier], where="post", color="black",
-            linestyle="--", linewidth=1, zorder=2)
+    # The step runs on to the largest config: with more memory, the best achievable stays the last frontier point.
+    mbs = [r["compressed_mb"] for r in records]
+    steps = [(r["compressed_mb"], r["value"]) for r in frontier] + [(max(mbs), frontier[-1]["value"])]
+    ax.step(*zip(*steps), where="post", color="black", linestyle="--", linewidth=1, zorder=2)
     ax.scatter([r["compressed_mb"] for r in frontier], [r["value"] for r in frontier], s=90, zorder=4,
                facecolors="none", edgecolors="black", linewidths=1.2)
     if len(frontier) <= MAX_FRONTIER_LABELS:
         for record in frontier:
             ax.annotate(f"{record['model']} {level_label(record)}", (record["compressed_mb"], record["value"]),
                         textcoords="offset points", xytext=(5, 5), fontsize=7)
-    mbs = [r["compressed_mb"] for r in records]
     if max(mbs) > 20 * min(mbs):
         ax.set_xscale("log")
     metric = records[0]["metric"]
@@ -98,7 +100,7 @@ def plot_frontier(records, frontier, path, title, connect_levels=False):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     methods = [m for m in METHOD_MARKERS if any(r["method"] == m for r in records)]
-    handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)})")
+    handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)} params)")
                for name, p in sizes]
     handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
     handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",

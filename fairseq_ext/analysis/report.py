@@ -88,14 +88,19 @@ def convergence_section(files, out):
     lines += ["", f"Time to {metric} {number_text(target)} ({how}):", "", files.markdown()]
     reached = [row for row in files.rows if row["reached"]]
     if len(files.rows) > 1 and reached:
-        by_time = min(reached, key=lambda row: row["wall_hours"])
-        by_updates = min(reached, key=lambda row: row["updates"])
-        lines += ["", f"First there in wall-clock: **{by_time['model']}** ({number_text(by_time['wall_hours'])} h); "
-                      f"in updates: **{by_updates['model']}** ({by_updates['updates']} updates). "
+        lines += ["", f"First there in wall-clock: {first_to_target(reached, 'wall_hours', 'h')}; "
+                      f"in updates: {first_to_target(reached, 'updates', 'updates')}. "
                       f"Resolution is one validation interval."]
     elif not reached:
         lines += ["", "No run reached the target."]
     return "\n".join(lines)
+
+
+def first_to_target(rows, column, unit):
+    """The run(s) that got there first by one measure; several when they tie (fairseq logs whole seconds)."""
+    first = min(row[column] for row in rows)
+    names = [f"**{row['model']}**" for row in rows if row[column] == first]
+    return f"{' and '.join(names)} ({number_text(first)} {unit}{', a tie' if len(names) > 1 else ''})"
 
 
 def frontier_section(files, out):
@@ -130,6 +135,9 @@ def budget_rows(records, frontier):
             "kind": size_kind(best, params),
             "dense_model": dense["model"] if dense else "none fits",
             "dense_value": dense["value"] if dense else None,
+            # How much better the best config is than the best dense model that fits (never negative: the best
+            # ranks first); None where no dense model fits or the best is that dense model.
+            "margin": abs(best["value"] - dense["value"]) if dense and dense is not best else None,
             "answer": describe(selection),
         })
     return rows
@@ -147,18 +155,23 @@ def size_kind(record, all_params):
 def budget_section(rows, records):
     metric = records[0]["metric"]
     lines = ["## Which model under a memory budget", "",
-             "For each budget (the compressed sizes of the frontier's points): the best config that fits, and the "
-             "best uncompressed (dense 32-bit) model that fits, the paper's comparison.", "",
+             "For each budget (the compressed sizes of the frontier's points): the best config that fits (ties go to "
+             "the smaller config), and the best uncompressed (dense 32-bit) model that fits, the paper's comparison.",
+             "",
              markdown_table(rows, ["budget_mb", "model", "params", "compression", "value", "kind", "dense_model",
-                                   "dense_value"],
+                                   "dense_value", "margin"],
                             ["budget MB", "best model", "params", "compression", metric, "which kind",
-                             "best dense that fits", f"its {metric}"])]
+                             "best dense that fits", f"its {metric}", "margin"])]
     kinds = {}
     for row in rows:
         kinds.setdefault(row["kind"], []).append(number_text(row["budget_mb"]))
     lines += ["", "The best model under each budget was:"]
     lines += [f"- {kind}: under {len(budgets)} of {len(rows)} budgets ({', '.join(budgets)} MB)"
               for kind, budgets in kinds.items()]
+    ties = [number_text(row["budget_mb"]) for row in rows if row["margin"] == 0]
+    if ties:
+        lines += ["", f"Under {', '.join(ties)} MB the best config only ties the best uncompressed model that fits "
+                      f"(margin 0; ties go to the smaller config): compression bought nothing measurable there."]
     lines += ["", "Each config was evaluated once (one checkpoint per size, one seed): the report does not "
                   "test whether small differences are significant."]
     return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""scripts/analyze.py on logs and sweep results recorded from real fairseq runs (the compression_study fixture)."""
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clitools import REPO, json_log_records, run
+from fairseq_ext.analysis.tables import number_text
+
+pytestmark = pytest.mark.e2e
+
+_spec = importlib.util.spec_from_file_location("analyze", REPO / "scripts" / "analyze.py")
+analyze = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(analyze)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def sweep_records(study):
+    return [json.loads(line) for line in (study.out / "sweep.jsonl").read_text().splitlines()]
+
+
+def logs(study):
+    return [str(study.out / "train" / name / "train.log") for name in study.train_output]
+
+
+def assert_png(path):
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert width >= 600 and height >= 400
+
+
+@pytest.fixture(scope="module")
+def report(compression_study):
+    run(["scripts/analyze.py", "report", "--run", compression_study.out])
+    return compression_study.out / "report"
+
+
+def test_curves_hold_exactly_the_validations_fairseq_logged(compression_study, tmp_path):
+    assert analyze.main(["convergence", "--logs", *logs(compression_study), "--out", str(tmp_path)]) == 0
+    points = read_csv(tmp_path / "convergence_points.csv")
+    for name, output in compression_study.train_output.items():
+        # The console output, read by the tests' own parser: the same records as the --log-file.
+        wall = {r["num_updates"]: float(r["wall"]) for r in json_log_records(output, "train_inner")}
+        expected = [(int(v["valid_num_updates"]), wall[v["valid_num_updates"]], float(v["valid_loss"]))
+                    for v in json_log_records(output, "valid")]
+        assert len(expected) >= 3
+        assert [(int(p["updates"]), float(p["wall_s"]), float(p["value"]))
+                for p in points if p["model"] == name] == expected
+    for x in ("wall", "updates"):
+        assert_png(tmp_path / f"convergence_valid_loss_vs_{x}.png")
+
+
+def test_time_to_target_is_the_first_validation_at_or_below_it(compression_study, tmp_path):
+    valid = {name: json_log_records(output, "valid") for name, output in compression_study.train_output.items()}
+    # The best loss of all: reached by the best run, not necessarily by the others.
+    target = min(float(v["valid_loss"]) for records in valid.values() for v in records)
+    assert analyze.main(["convergence", "--logs", *logs(compression_study), "--target", str(target),
+                         "--out", str(tmp_path)]) == 0
+    table = {row["model"]: row for row in read_csv(tmp_path / "time_to_target.csv")}
+    for name, records in valid.items():
+        hit = next((v for v in records if float(v["valid_loss"]) <= target), None)
+        assert table[name]["updates"] == (hit["valid_num_updates"] if hit else "not reached")
+
+
+def test_frontier_flags_exactly_the_non_dominated_configs(compression_study, tmp_path):
+    assert analyze.main(["frontier", "--sweep", str(compression_study.out / "sweep.jsonl"),
+                         "--out", str(tmp_path)]) == 0
+    records = sweep_records(compression_study)
+    views = {"all": {"dense", "prune", "quant", "prune+quant"}, "pruning": {"dense", "prune"},
+             "quantization": {"dense", "quant"}}
+    for view, methods in views.items():
+        chosen = [r for r in records if r["method"] in methods]
+        rows = read_csv(tmp_path / f"frontier_{view}.csv")
+        assert len(rows) == len(chosen)
+        for row in rows:
+            mb, value = float(row["compressed_mb"]), float(row["value"])
+            beaten = any(o["compressed_mb"] <= mb and o["value"] >= value and
+                         (o["compressed_mb"] < mb or o["value"] > value) for o in chosen)
+            assert row["on_frontier"] == str(not beaten), row
+        assert_png(tmp_path / f"frontier_{view}.png")
+
+
+def test_select_picks_the_best_config_that_fits_each_budget(compression_study, capsys):
+    records = sweep_records(compression_study)
+    sweep = str(compression_study.out / "sweep.jsonl")
+    for budget in sorted({r["compressed_mb"] for r in records}):
+        assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(budget)]) == 0
+        line = capsys.readouterr().out.strip()
+        fitting = [r for r in records if r["compressed_mb"] <= budget]
+        best = min(fitting, key=lambda r: (-r["value"], r["compressed_mb"], r["params"], r["model"]))
+        assert line.startswith(f"under {number_text(budget)} MB: best is {best['model']} ("), line
+        if not any(r["method"] == "dense" for r in fitting):
+            assert "no uncompressed (dense 32-bit) model fits" in line
+    smallest = min(r["compressed_mb"] for r in records)
+    assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(smallest / 2)]) == 1
+    assert "nothing fits" in capsys.readouterr().out
+
+
+def test_report_holds_tables_plots_and_the_budget_answers(report, compression_study):
+    text = (report / "report.md").read_text()
+    for png in report.glob("*.png"):
+        assert_png(png)
+        assert f"]({png.name})" in text  # embedded
+    assert len(list(report.glob("*.png"))) == 5  # 2 convergence + 3 frontier views
+    for table in ("time_to_target.csv", "time_to_target.json", "convergence_points.csv", "frontier_all.csv",
+                  "frontier.json", "budgets.json"):
+        assert (report / table).is_file(), table
+    # The regime: meta.json's device and words/s where the recipe wrote one, the log's mean wps where not.
+    assert "Device: cpu." in text
+    assert "| large |" in text and "meta.json" in text and "train log (mean train_inner wps)" in text
+    budgets = json.loads((report / "budgets.json").read_text())
+    largest = max(r["params"] for r in sweep_records(compression_study))
+    for row in budgets:
+        assert row["kind"].startswith("largest model" if row["params"] == largest else "smaller model")
+        assert f"| {row['kind']} |" in text
+    assert "does not test whether small differences are significant" in text
+
+
+def test_report_without_matplotlib_writes_the_tables_and_says_how_to_get_plots(compression_study, tmp_path):
+    argv = ["analyze.py", "report", "--run", str(compression_study.out), "--out", str(tmp_path)]
+    code = ("import runpy, sys\n"
+            "sys.modules['matplotlib'] = None\n"  # as if not installed: its import fails
+            f"sys.argv = {argv!r}\n"
+            "runpy.run_path('scripts/analyze.py', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install matplotlib" in proc.stderr
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "frontier_all.csv").is_file() and (tmp_path / "time_to_target.md").is_file()
+    assert "pip install matplotlib" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["convergence", "--logs", "nowhere/train.log", "--out", "x"], "nowhere/train.log"),
+    (["convergence", "--metric", "valid_bleu", "--out", "x"], "--metric valid_bleu"),
+    (["select", "--max-mb", "0"], "--max-mb"),
+    (["select", "--max-mb", "5", "--max-ms", "3"], "--max-ms"),
+    (["report", "--run", "EMPTY"], "--run"),
+])
+def test_bad_input_is_one_clear_line_naming_the_option(argv, option, compression_study, tmp_path, capsys):
+    sweep = ["--sweep", str(compression_study.out / "sweep.jsonl")] if argv[0] == "select" else []
+    if argv[0] == "convergence" and "--logs" not in argv:
+        argv = [argv[0], "--logs", *logs(compression_study), *argv[1:]]
+    argv = [str(tmp_path) if a == "EMPTY" else str(tmp_path / a) if a == "x" else a for a in argv]
+    try:
+        code = analyze.main([*argv, *sweep])
+    except SystemExit as exit:  # argparse's own check of --max-mb
+        code = exit.code
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and option in errors[0], errors

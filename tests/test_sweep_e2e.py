@@ -1,0 +1,103 @@
+"""scripts/sweep.py on real checkpoints with the real fairseq-generate: records, progress, resumption, failures."""
+import importlib.util
+import json
+
+import pytest
+
+from clitools import REPO, run
+from fairseq_ext.analysis.sweep_results import check_record
+
+pytestmark = pytest.mark.e2e
+
+_spec = importlib.util.spec_from_file_location("sweep", REPO / "scripts" / "sweep.py")
+sweep = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sweep)
+
+
+def records_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def params_logged_by_fairseq_train(output):
+    line = next(line for line in output.splitlines() if "num. shared model params:" in line)
+    return int(line.split("num. shared model params:")[1].split("(")[0].replace(",", ""))
+
+
+def test_every_model_is_measured_once_under_every_config_of_the_grid(compression_study):
+    records = records_of(compression_study.out / "sweep.jsonl")
+    for record in records:
+        check_record(record, "sweep.jsonl")
+    expected = {(name, sparsity, bits)
+                for name in compression_study.train_output for sparsity, bits in sweep.GRIDS["tiny"]}
+    assert sorted((r["model"], r["sparsity"], r["bits"]) for r in records) == sorted(expected)
+    for record in records:
+        assert record["params"] == params_logged_by_fairseq_train(compression_study.train_output[record["model"]])
+        assert (record["metric"], record["higher_is_better"], record["subset"]) == ("bleu", True, "test")
+        assert 0 <= record["value"] <= 100
+        assert 0 < record["compressed_mb"] <= record["fp32_mb"]
+        if record["method"] == "dense":
+            assert record["compressed_mb"] == pytest.approx(record["fp32_mb"])
+        if record["method"] == "quant":  # 4-bit codes plus per-channel scales: well under half of fp32
+            assert record["compressed_mb"] < record["fp32_mb"] / 2
+
+
+def test_progress_names_model_config_and_eta(compression_study):
+    progress = [line for line in compression_study.sweep_output.splitlines() if line.startswith("sweep.py: [")]
+    total = len(sweep.GRIDS["tiny"]) * 2
+    assert len(progress) == 2 * total  # a line as each config starts, one as it ends
+    assert progress[0].startswith(f"sweep.py: [1/{total}] small dense")
+    assert f"[{total}/{total}] large" in progress[-1] and "elapsed" in progress[-1] and "ETA 0m00s" in progress[-1]
+
+
+def test_a_rerun_resumes_and_repeats_nothing(compression_study, multi30k_2k):
+    results = compression_study.out / "sweep.jsonl"
+    before = results.read_text()
+    proc = run(["scripts/sweep.py", *compression_study.sweep_args])
+    assert results.read_text() == before
+    total = len(before.splitlines())
+    assert f"resuming: {total} of {total} configs already in" in proc.output
+    assert "sweep.py: [" not in proc.output
+
+
+@pytest.mark.parametrize("problem", ["data", "checkpoint", "name", "subset", "spm", "out"])
+def test_bad_input_fails_before_any_run_with_one_line_naming_the_option(problem, compression_study, tmp_path, capsys):
+    checkpoint = compression_study.out / "train" / "small" / "checkpoint_last.pt"
+    data = compression_study.data
+    args = {"--data": [str(data)], "--checkpoint": [f"small={checkpoint}"], "--out": [str(tmp_path / "new.jsonl")],
+            "--task": ["translation"]}
+    expected = {
+        "data": ("--data", str(tmp_path / "nowhere")),
+        "checkpoint": ("--checkpoint", f"small={tmp_path / 'missing.pt'}"),
+        "name": ("--checkpoint", str(checkpoint)),
+        "subset": ("--subset", "nosuchsplit"),
+        "spm": ("--spm", str(tmp_path / "missing.model")),
+        "out": ("--out", str(compression_study.out / "sweep.jsonl")),
+    }[problem]
+    option, value = expected
+    args[option] = [value]
+    if problem == "out":  # existing results of another subset: mixing them would make the frontier meaningless
+        args["--subset"] = ["valid"]
+    argv = [item for option, values in args.items() for item in (option, *values)]
+    if problem == "name":
+        with pytest.raises(SystemExit):
+            sweep.main(argv)
+    else:
+        assert sweep.main(argv) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and option in errors[0], errors
+    assert not (tmp_path / "new.jsonl").exists()
+
+
+def test_a_failed_run_stops_the_sweep_and_shows_why(compression_study, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    results = tmp_path / "sweep.jsonl"
+    proc = run(["scripts/sweep.py", "--data", compression_study.data, "--checkpoint", f"broken={broken}",
+                "--out", results, "--task", "translation", "--grid", "tiny"], check=False)
+    assert proc.returncode == 1
+    error = [line for line in proc.output.splitlines() if line.startswith("sweep.py: error:")]
+    assert error == ["sweep.py: error: broken dense failed: fairseq-generate exited 1"], proc.output[-3000:]
+    # The failing command and the end of its output (torch's own words on the file) are shown, not hidden.
+    assert f"--path {broken}" in proc.output
+    assert proc.output.split("output ends:\n")[1].strip()
+    assert not results.exists() or not results.read_text().strip()
