@@ -83,3 +83,32 @@ train_grid() {
 
 # short_name ARCH: the model's name in folders, plots and tables (transformer_wmt_en_fr_d2_h256 -> d2_h256).
 short_name() { echo "d${1##*_d}"; }
+
+# parallel_sweep RUN SWEEP_OPTION... -- NAME=CHECKPOINT...: scripts/sweep.py for each model on its own (results in
+# RUN/sweep/NAME.jsonl, each resumable), as many models at a time as there are cores, then all results together in
+# RUN/sweep.jsonl for the report. Every evaluation is a fresh fairseq process whose start-up is single-threaded and
+# whose small-batch decoding scales poorly with threads: N one-thread processes finish far sooner than one with N.
+parallel_sweep() {
+    local run=$1
+    shift
+    local options=()
+    while [[ $1 != -- ]]; do options+=("$1"); shift; done
+    shift
+    local models=("$@") cores jobs j pids=() failed=0 model
+    cores=$(nproc)
+    jobs=$((${#models[@]} < cores ? ${#models[@]} : cores))
+    mkdir -p "$run/sweep"
+    say "sweeping ${#models[@]} models, $jobs at a time"
+    for ((j = 0; j < jobs; j++)); do
+        (
+            for ((i = j; i < ${#models[@]}; i += jobs)); do
+                OMP_NUM_THREADS=$((cores / jobs)) "$PY" "$REPO/scripts/sweep.py" "${options[@]}" \
+                    --checkpoint "${models[i]}" --out "$run/sweep/${models[i]%%=*}.jsonl"
+            done
+        ) &
+        pids+=($!)
+    done
+    for j in "${pids[@]}"; do wait "$j" || failed=1; done
+    ((failed == 0)) || die "the compression sweep failed (its error is above); a re-run resumes it"
+    for model in "${models[@]}"; do cat "$run/sweep/${model%%=*}.jsonl"; done >"$run/sweep.jsonl"
+}

@@ -15,9 +15,9 @@ scores each with fairseq-generate --scoring sacrebleu on test_2016_flickr, and w
 model was best under each memory budget. A re-run with the same options resumes: finished steps are skipped.
 
 modes (pick one; each has its own default --out):
-  (default)         6 models (d2, d4 x h256, h512, h768), 2 minutes each; sweep on all 1,000 test sentences.
-                    About 30 minutes on 2 CPU cores.
-  --quick           the same 6 sizes for 15 s each; a smaller sweep on the first 200 test sentences. ~5 minutes.
+  (default)         6 models (d2, d4 x h256, h512, h768), 90 s each; the full sweep (20 configs per model) on
+                    all 1,000 test sentences. Under 30 minutes on 2 CPU cores.
+  --quick           the same 6 sizes for 15 s each; 3 configs per model on the first 200 test sentences. ~5 min.
   --tiny            2 models for 4 s each on 2,000 training pairs; 3 configs on 40 test sentences (smoke test).
 
 options:
@@ -27,6 +27,7 @@ options:
   --budget MIN      training minutes per model (wall-clock, fairseq's --stop-time-hours)
   --archs "LIST"    the sizes, e.g. "d2_h256 d6_h512" (transformer_wmt_en_fr_<size>; see scripts/arch_table.py)
   --grid NAME       the sweep's compression grid: full, quick or tiny (see scripts/sweep.py --help)
+  --beam N          beam size of the sweep's fairseq-generate (default: 4 on a GPU, 1 (greedy) on a CPU)
   --train-args "A"  more fairseq-train options (they come last, so they win), e.g. "--max-tokens 8192"
   --cpu             train on the CPU even if a GPU is there (on a GPU: fp16 mixed precision)
   -h, --help        this text
@@ -38,7 +39,7 @@ inverse-sqrt decay, label smoothing 0.1, 4,096-token batches); validation every 
 EOF
 }
 
-MODE=default OUT="" FROM="" BUDGET="" ARCHS="" GRID="" TRAIN_EXTRA=""
+MODE=default OUT="" FROM="" BUDGET="" ARCHS="" GRID="" BEAM="" TRAIN_EXTRA=""
 
 parse_args() {
     while (($#)); do
@@ -50,6 +51,7 @@ parse_args() {
             --budget) need_value "$@"; BUDGET=$2; shift ;;
             --archs) need_value "$@"; ARCHS=$2; shift ;;
             --grid) need_value "$@"; GRID=$2; shift ;;
+            --beam) need_value "$@"; BEAM=$2; shift ;;
             --train-args) need_value "$@"; TRAIN_EXTRA=$2; shift ;;
             --cpu) FORCE_CPU=1 ;;
             -h | --help) usage; exit 0 ;;
@@ -63,18 +65,13 @@ parse_args() {
 set_mode_defaults() {
     local archs budget grid
     case $MODE in
-        default) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=2 grid=full TEST_LINES=0
+        default) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=1.5 grid=full TEST_LINES=0
             PREPARE_ARGS=() ;;
-        quick) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=0.25 grid=quick TEST_LINES=200
+        quick) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=0.25 grid=tiny TEST_LINES=200
             PREPARE_ARGS=() ;;
         tiny) archs="d2_h256 d2_h512" budget=0.067 grid=tiny TEST_LINES=40
             PREPARE_ARGS=(--train-size 2000 --vocab-size 1000) ;;
     esac
-    # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by default):
-    # 1 scores every test sentence.
-    GENERATE_ARGS="--beam 4 --max-len-a 1.2 --max-len-b 10 --max-tokens 8000 --required-batch-size-multiple 1"
-    # Seconds-old models decode to the length limit, slowly: the smoke test needs a score, not a good one.
-    if [[ $MODE == tiny ]]; then GENERATE_ARGS="--beam 1 --max-len-a 0 --max-len-b 8 --max-tokens 8000 --required-batch-size-multiple 1"; fi
     local suffix=""
     if [[ $MODE != default ]]; then suffix=-$MODE; fi
     OUT=${OUT:-$REPO/runs/multi30k_en_fr$suffix}
@@ -91,6 +88,7 @@ check_inputs() {
     [[ -z $FROM || -d $FROM ]] || usage_error "--from $FROM: no such folder"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] && [[ $BUDGET != 0 ]] || usage_error "--budget $BUDGET: expected minutes > 0"
     [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ -z $BEAM || $BEAM =~ ^[1-9][0-9]*$ ]] || usage_error "--beam $BEAM: expected a whole number > 0"
     local size
     for size in $ARCHS; do
         [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d2_h256"
@@ -150,11 +148,17 @@ train_models() {
 }
 
 sweep() {
-    local checkpoints=() size
+    local checkpoints=() size beam=$BEAM lengths="--max-len-a 1.2 --max-len-b 10"
     for size in $ARCHS; do checkpoints+=("$size=$OUT/train/$size/checkpoint_last.pt"); done
-    "$PY" "$REPO/scripts/sweep.py" --data "$EVAL_DATA" --task translation --subset test --grid "$GRID" \
-        --checkpoint "${checkpoints[@]}" --out "$OUT/sweep.jsonl" \
-        --generate-args "$GENERATE_ARGS"
+    # A beam of 4 costs about 4x greedy decoding: on a CPU greedy keeps the 120 evaluations inside the time budget.
+    if [[ -z $beam && $DEVICE == gpu ]]; then beam=4; fi
+    # Seconds-old models decode to the length limit, slowly: the smoke test needs a score, not a good one.
+    if [[ $MODE == tiny ]]; then lengths="--max-len-a 0 --max-len-b 8"; fi
+    # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by default):
+    # 1 scores every test sentence.
+    parallel_sweep "$OUT" --data "$EVAL_DATA" --task translation --subset test --grid "$GRID" \
+        --generate-args "--beam ${beam:-1} $lengths --max-tokens 8000 --required-batch-size-multiple 1" \
+        -- "${checkpoints[@]}"
 }
 
 report() {
@@ -169,7 +173,7 @@ main() {
     detect_device
     local started=$SECONDS
     settings_guard "$OUT" "mode=$MODE" "archs=$ARCHS" "budget_min=$BUDGET" "grid=$GRID" \
-        "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
+        "beam=${BEAM:-auto}" "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
     say "mode $MODE on $DEVICE: $(wc -w <<<"$ARCHS") models x $BUDGET min, sweep grid $GRID, into $OUT"
     step 1 4 "data"
     prepare_data

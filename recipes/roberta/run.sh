@@ -157,9 +157,9 @@ finetune() {
 sweep() {
     local task=$1 checkpoints=() size
     for size in $ARCHS; do checkpoints+=("$size=$OUT/$task/finetune/$size/checkpoint_last.pt"); done
-    "$PY" "$REPO/scripts/sweep.py" --data "$OUT/$task/data/bin" --task sentence_prediction --subset valid \
-        --grid "$GRID" --checkpoint "${checkpoints[@]}" --out "$OUT/$task/sweep.jsonl" \
-        --generate-args "--criterion sentence_prediction --required-batch-size-multiple 1"
+    parallel_sweep "$OUT/$task" --data "$OUT/$task/data/bin" --task sentence_prediction --subset valid \
+        --grid "$GRID" --generate-args "--criterion sentence_prediction --required-batch-size-multiple 1" \
+        -- "${checkpoints[@]}"
 }
 
 # report TASK: the task's folder holds its sweep; train/ links to the pretraining runs, whose convergence it shows.

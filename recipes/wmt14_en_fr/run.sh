@@ -195,9 +195,9 @@ sweep() {
     need_data
     local checkpoints=() size
     for size in $ARCHS; do checkpoints+=("$size=$OUT/train/$size/checkpoint_last.pt"); done
-    "$PY" "$REPO/scripts/sweep.py" --data "$OUT/data/bin" --task translation --subset test --grid "$GRID" \
-        --checkpoint "${checkpoints[@]}" --out "$OUT/sweep.jsonl" \
-        --generate-args "--beam 4 --lenpen 0.6 --max-tokens 8000 --required-batch-size-multiple 1 ${GEN_ARGS[*]}"
+    parallel_sweep "$OUT" --data "$OUT/data/bin" --task translation --subset test --grid "$GRID" \
+        --generate-args "--beam 4 --lenpen 0.6 --max-tokens 8000 --required-batch-size-multiple 1 ${GEN_ARGS[*]}" \
+        -- "${checkpoints[@]}"
 }
 
 report() {
