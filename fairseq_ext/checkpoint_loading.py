@@ -6,12 +6,18 @@ class, a function call) is refused. Users who trust an older file that needs mor
 own switch, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, for that command only.
 
 Packed compressed files (scripts/pack_checkpoint.py, no pickle at all) load wherever a checkpoint does.
+
+Errors fairseq users see are one line each: a refused pickle (UnsafeCheckpointError: file, type, opt-in), a
+truncated or foreign checkpoint (ValueError), a checkpoint trained on another dictionary than the data folder's
+(DictionaryMismatchError: both sizes). fairseq's copy of a fresh checkpoint to checkpoint_last.pt is made atomic
+(AtomicCopies), so a kill during a save never leaves a truncated checkpoint_last.pt.
 """
 import argparse
 import functools
 import os
 import pickle
 import re
+import shutil
 
 import torch
 from fairseq import checkpoint_utils
@@ -195,3 +201,34 @@ if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "loads_packed_files", Fa
     checkpoint_utils.load_checkpoint_to_cpu = loading_packed_files(checkpoint_utils.load_checkpoint_to_cpu)
 if not getattr(checkpoint_utils.load_model_ensemble_and_task, "checks_dictionaries", False):
     checkpoint_utils.load_model_ensemble_and_task = checking_dictionaries(checkpoint_utils.load_model_ensemble_and_task)
+
+
+class AtomicCopies:
+    """fairseq's PathManager, as checkpoint_utils sees it, with an atomic copy for local files.
+
+    fairseq writes the first checkpoint of a save atomically (torch_persistent_save: "<name>.tmp", then a rename)
+    but then *copies* it to the other names of that save (checkpoint_last.pt, checkpoint_best.pt) with a plain
+    shutil.copyfile: a kill during that copy leaves a truncated checkpoint_last.pt, the file a resume reads. Here
+    the copy goes to "<name>.tmp" and is renamed over the name, so a kill leaves the previous file intact."""
+
+    atomic_copies = True
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def copy(self, src_path, dst_path, overwrite=False):
+        if not (self._path_manager.supports_rename(src_path) and self._path_manager.supports_rename(dst_path)):
+            return self._path_manager.copy(src_path, dst_path, overwrite=overwrite)
+        if not overwrite and os.path.exists(dst_path):
+            return False
+        temporary = f"{dst_path}.tmp"
+        shutil.copyfile(src_path, temporary)
+        os.replace(temporary, dst_path)
+        return True
+
+
+if not getattr(checkpoint_utils.PathManager, "atomic_copies", False):
+    checkpoint_utils.PathManager = AtomicCopies(checkpoint_utils.PathManager)
