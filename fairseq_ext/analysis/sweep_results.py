@@ -10,6 +10,7 @@ where latency was measured):
     seconds                                    how long the evaluation took
 """
 import json
+import os
 from pathlib import Path
 
 from . import AnalysisError
@@ -94,9 +95,19 @@ def read_sweep(path, *, option="--sweep"):
 
 
 def append_record(path, record):
+    """Atomic: the file with the new line is written next to it and renamed over it, so a sweep killed mid-write
+    leaves every earlier line intact and no torn last line (which would stop the resumed sweep)."""
     check_record(record, "sweep record")
-    with open(path, "a") as out:
-        out.write(json.dumps(record) + "\n")
+    path = Path(path)
+    previous = path.read_text() if path.exists() else ""
+    if previous and not previous.endswith("\n"):
+        previous += "\n"
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as out:
+        out.write(previous + json.dumps(record) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
 
 
 def models_by_size(records):
