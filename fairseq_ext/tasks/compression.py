@@ -37,6 +37,7 @@ from fairseq_ext.compression import (
 )
 
 from .compression_config import check_compression_config, compression_on, pruning_on, value
+from .inference_speed import SPEED_FIELDS, apply_speed_flags, refuse_in_training
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class CompressionTaskMixin:
         if from_checkpoint:
             model.register_load_state_dict_post_hook(self._compress_loaded_model)
         else:
+            refuse_in_training({n: value(self.cfg, n) for n in SPEED_FIELDS})
             self._trained_model = model
         return model
 
@@ -107,7 +109,9 @@ class CompressionTaskMixin:
         spec = compression_spec(self.cfg)
         report = compress(model, spec)[0] if spec.enabled else account(model, spec)
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
-        logger.info("compressed %s", json.dumps(summary(report, model)))
+        figures = summary(report, model)
+        figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model))  # after, in place
+        logger.info("compressed %s", json.dumps(figures))
 
     # ---- training: schedule, masks after every step, quantization-aware passes ----
 

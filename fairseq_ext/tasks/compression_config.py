@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
+from .inference_speed import ENGINE_CHOICES, speed_problems
+
 logger = logging.getLogger(__name__)
 
 PRUNE_SCOPES = ["global", "layer"]
@@ -69,6 +71,27 @@ class CompressionConfig(FairseqDataclass):
         metadata={"help": "while training: quantization-aware training (forward and backward at --quant-bits, "
                           "float weights updated by the straight-through estimator)"},
     )
+    # Inference speed (inference_speed.py): act on a loaded checkpoint, after the pruning/quantization above.
+    prune_heads: float = field(
+        default=0.0,
+        metadata={"help": "structured pruning: remove this fraction of the attention heads of every attention module "
+                          "(lowest L2 norm first; the q/k/v/out matrices shrink), 0 <= F < 1"},
+    )
+    prune_ffn: float = field(
+        default=0.0,
+        metadata={"help": "structured pruning: remove this fraction of the FFN neurons of every layer (lowest L2 "
+                          "norm first; fc1/fc2 shrink), 0 <= F < 1"},
+    )
+    int8_kernels: bool = field(
+        default=False,
+        metadata={"help": "run every Linear with real int8 kernels (torch dynamic quantization: int8 weights, int8 "
+                          "matmuls) on the CPU in fp32 (--cpu, no --fp16/--bf16); applied last"},
+    )
+    int8_engine: ChoiceEnum(ENGINE_CHOICES) = field(
+        default="auto",
+        metadata={"help": "quantized CPU backend of --int8-kernels: auto (onednn on AMX CPUs, else x86), x86, "
+                          "fbgemm, onednn, qnnpack"},
+    )
 
 
 # The flags' fields, without the `_name` every FairseqDataclass carries.
@@ -84,7 +107,7 @@ def flag(name):
 def value(cfg, name):
     """A field's value as plain Python (ChoiceEnum values are StrEnums in a live config)."""
     v = getattr(cfg, name, DEFAULTS[name])
-    return str(v) if name in ("prune_scope", "prune_schedule", "quant_scheme", "quant_granularity") else v
+    return str(v) if name in ("prune_scope", "prune_schedule", "quant_scheme", "quant_granularity", "int8_engine") else v
 
 
 def pruning_on(cfg):
@@ -129,6 +152,7 @@ def compression_problems(cfg):
     if schedule != "iterative" and fraction != 0.0:
         problems.append(f"--prune-fraction {fraction} only applies to --prune-schedule iterative "
                         f"(got --prune-schedule {schedule})")
+    problems += speed_problems(v)
     return problems
 
 
@@ -141,6 +165,8 @@ def unused_flags(cfg):
                                "prune_end_update", "prune_every", "prune_fraction") if v[n] != DEFAULTS[n]]
     if not quantization_on(cfg):
         unused += [n for n in ("quant_scheme", "quant_granularity", "quant_skip_embeddings") if v[n] != DEFAULTS[n]]
+    if not v["int8_kernels"] and v["int8_engine"] != DEFAULTS["int8_engine"]:
+        unused.append("int8_engine")
     return unused
 
 
@@ -157,5 +183,6 @@ def check_compression_config(cfg):
         logger.warning(
             "%s ha%s no effect: %s",
             ", ".join(flag(n) for n in unused), "ve" if len(unused) > 1 else "s",
-            "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8",
+            "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8, "
+            "--int8-engine only with --int8-kernels",
         )

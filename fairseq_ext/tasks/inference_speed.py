@@ -1,0 +1,83 @@
+"""The inference-speed flags of the ``compressed_*`` tasks: structured pruning and real int8 kernels.
+
+- ``--prune-heads F`` / ``--prune-ffn F``: remove the fraction F of the attention heads of every attention module /
+  of the FFN neurons of every layer, lowest L2 norm first, so the matrices really shrink (fairseq_ext.compression.
+  structured).
+- ``--int8-kernels`` (``--int8-engine``): replace every ``nn.Linear`` by torch's dynamic-quantized int8 Linear, so
+  the matmuls run int8 kernels on the CPU (fairseq_ext.compression.int8).
+
+They act on a loaded checkpoint (fairseq-generate, fairseq-interactive, fairseq-validate), in the load hook of
+``CompressionTaskMixin``, after ``--prune-sparsity``/``--quant-bits``: structured pruning first, int8 last. They
+are refused in fairseq-train (the shrunk or int8 model cannot train or be checkpointed as the arch it claims to
+be), and an int8 model refuses to be moved to a GPU or cast to fp16/bf16 (what --fp16/--bf16 and the absence of
+--cpu on a CUDA machine do right after loading), with the flag to change.
+"""
+import torch
+
+from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine, quantize_linears_int8
+from fairseq_ext.compression.structured import structured_prune
+
+SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine")
+INT8_DEVICE_MESSAGE = ("--int8-kernels runs int8 kernels on the CPU with float32 activations: add --cpu (when a GPU "
+                       "is visible) and drop --fp16/--bf16")
+
+
+def speed_problems(v):
+    """Problems of the speed flags, from a ``{field: plain value}`` dict; [] when fine."""
+    problems = []
+    for name, what in (("prune_heads", "attention heads removed from every attention module"),
+                       ("prune_ffn", "FFN neurons removed from every layer")):
+        f = v[name]
+        if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
+            problems.append(f"--{name.replace('_', '-')} must be in [0, 1) (the fraction of {what}; 0: off), got {f}")
+    engine = v["int8_engine"]
+    if engine not in ENGINE_CHOICES:
+        problems.append(f"--int8-engine must be one of {', '.join(ENGINE_CHOICES)} (got {engine})")
+    elif v["int8_kernels"] and int8_engine(engine) is None:
+        problems.append(f"--int8-engine {engine} is not available in this torch build (it has "
+                        f"{', '.join(torch.backends.quantized.supported_engines)}); use --int8-engine auto")
+    return problems
+
+
+def speed_on(v):
+    return bool(v["int8_kernels"]) or v["prune_heads"] > 0 or v["prune_ffn"] > 0
+
+
+def refuse_in_training(v):
+    if speed_on(v):
+        on = [f"--{n.replace('_', '-')}" for n in ("prune_heads", "prune_ffn", "int8_kernels") if v[n]]
+        raise ValueError(f"{', '.join(on)} act{'s' if len(on) == 1 else ''} on a loaded checkpoint (fairseq-generate, "
+                         "fairseq-interactive, fairseq-validate), not in fairseq-train: drop them from this command")
+
+
+def _guard_cpu_fp32(model):
+    """Make ``model.cuda()``/``.half()``/``.to(...)`` raise the flag-level message instead of breaking int8 kernels."""
+    original = model._apply
+
+    def _apply(fn, *args, **kwargs):
+        probe = fn(torch.zeros(1))
+        if probe.device.type != "cpu" or probe.dtype != torch.float32:
+            raise ValueError(INT8_DEVICE_MESSAGE)
+        return original(fn, *args, **kwargs)
+
+    model._apply = _apply
+
+
+def apply_speed_flags(v, model):
+    """Structured pruning, then int8 kernels, in place; returns the figures for the ``compressed`` log line."""
+    figures = {}
+    if v["prune_heads"] > 0 or v["prune_ffn"] > 0:
+        report = structured_prune(model, heads=v["prune_heads"], ffn=v["prune_ffn"])
+        for kind in ("heads", "ffn"):
+            before = sum(b for b, _ in report[kind].values())
+            after = sum(a for _, a in report[kind].values())
+            figures[f"{kind}_kept"] = f"{after}/{before}"
+        figures["params_after_structured"] = sum(p.numel() for p in model.parameters())
+    if v["int8_kernels"]:
+        params = list(model.parameters())
+        if params and (params[0].device.type != "cpu" or params[0].dtype != torch.float32):
+            raise ValueError(INT8_DEVICE_MESSAGE)
+        figures["int8_linears"] = len(quantize_linears_int8(model, engine=v["int8_engine"]))
+        figures["int8_engine"] = int8_engine(v["int8_engine"])
+        _guard_cpu_fp32(model)
+    return figures
