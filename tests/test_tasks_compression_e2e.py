@@ -17,8 +17,10 @@ from fairseq_ext.compression.pruning import pruned_count
 pytestmark = pytest.mark.e2e
 
 COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$", re.M)
-# A fifth of the test set (every 5th batch of 40 sentences, across all lengths) keeps each decode to seconds.
-DECODE = ["--gen-subset", "test", "--beam", "2", "--batch-size", "40", "--num-shards", "5", "--shard-id", "0",
+# A fifth of the test set keeps each decode to seconds: fairseq-generate shards its batches by the distributed
+# world size and rank (no process group is started), so "5, rank 0" decodes every 5th batch of 40 sentences.
+DECODE = ["--gen-subset", "test", "--beam", "2", "--batch-size", "40", "--distributed-world-size", "5",
+          "--distributed-rank", "0",
           "--max-len-a", "1.2", "--max-len-b", "10", "--cpu", "--scoring", "sacrebleu",
           "--post-process", "sentencepiece"]
 # Gradual pruning to 50% over updates 0..9 (a step every 3) with 4-bit quantization-aware training.
@@ -44,15 +46,21 @@ def validate_line(output):
 
 
 @pytest.fixture(scope="session")
-def mt_model(multi30k_2k, tmp_path_factory):
-    """A small Transformer with a real BLEU, trained by the STOCK translation task (a user's existing checkpoint)."""
+def mt_run(multi30k_2k, tmp_path_factory):
+    """A small Transformer with a real BLEU, trained by the STOCK translation task (a user's existing checkpoint);
+    validated once, at the end. Returns (checkpoint, fairseq-train output)."""
     save_dir = tmp_path_factory.mktemp("mt_model")
-    run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
-         *TINY_TRANSFORMER, "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
-         "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256", *TRAIN_SETTINGS,
-         "--lr", "3e-3", "--warmup-updates", "20", "--max-update", "200", "--disable-validation",
-         "--save-interval", "1000", "--log-interval", "50", "--save-dir", save_dir])
-    return save_dir / "checkpoint_last.pt"
+    proc = run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
+                *TINY_TRANSFORMER, "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
+                "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256", *TRAIN_SETTINGS,
+                "--lr", "3e-3", "--warmup-updates", "20", "--max-update", "200", "--validate-interval", "1000",
+                "--save-interval", "1000", "--log-interval", "50", "--save-dir", save_dir])
+    return save_dir / "checkpoint_last.pt", proc.output
+
+
+@pytest.fixture(scope="session")
+def mt_model(mt_run):
+    return mt_run[0]
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +89,7 @@ def test_off_by_default_reproduces_the_stock_task_exactly(generations):
 
 def test_generate_compresses_the_loaded_model_and_bleu_falls_at_95_percent(generations):
     dense_bleu = bleu(generations["stock"])
-    assert dense_bleu > 2.0, "the fixture model should translate a little"
+    assert dense_bleu > 1.5, "the fixture model should translate a little"
     q4 = compressed_summary(generations["60%/4-bit"])
     assert (q4["sparsity"], q4["bits"]) == (0.6, 4) and q4["ratio"] > 6
     assert q4["compressed_mb"] == pytest.approx(q4["fp32_mb"] / q4["ratio"], rel=0.01)
@@ -119,7 +127,8 @@ def test_interactive_compresses_too(multi30k_2k, mt_model):
     assert any(line.startswith("D-0\t") for line in output.splitlines())
 
 
-def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k_2k, mt_model, tmp_path):
+def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k_2k, mt_run, tmp_path):
+    mt_model, training_output = mt_run
     validate = ["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
                 "compressed_translation", "--cpu", "--valid-subset", "valid", "--max-tokens", "8000"]
     flags = ["--prune-sparsity", "0.95", "--quant-bits", "4"]
@@ -130,17 +139,18 @@ def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k
 
     retargeted = tmp_path / "mt.compressed.pt"
     run(["scripts/retarget_checkpoint.py", mt_model, "--out", retargeted])
-    dense = validate_line(run([*validate, "--path", retargeted]).output)
     compressed_output = run([*validate, "--path", retargeted, *flags]).output
-    compressed = validate_line(compressed_output)
-    assert compressed_summary(compressed_output)["sparsity"] == 0.95
-    assert (float(compressed["sparsity"]), float(dense["sparsity"])) == (0.95, 0.0)
-    assert float(compressed["model_mb"]) < float(dense["model_mb"]) / 8
-    assert float(compressed["loss"]) > float(dense["loss"]) + 1.0
+    compressed, summary = validate_line(compressed_output), compressed_summary(compressed_output)
+    assert (float(compressed["sparsity"]), summary["sparsity"], summary["bits"]) == (0.95, 0.95, 4)
+    assert float(compressed["model_mb"]) == pytest.approx(summary["compressed_mb"], abs=1e-3)
+    assert summary["compressed_mb"] < summary["fp32_mb"] / 8
+    # fairseq-validate of the dense checkpoint gives fairseq-train's last validation loss (test_foundation_e2e)
+    dense_loss = float(json_log_records(training_output, "valid")[-1]["valid_loss"])
+    assert float(compressed["loss"]) > dense_loss + 1.0
     # The other way out the message offers, verbatim: same figures without a retargeted file.
     overrides = re.search(r'--model-overrides "(.*)"', refused.output).group(1)
     via_overrides = validate_line(run([*validate, "--path", mt_model, *flags, "--model-overrides", overrides]).output)
-    assert via_overrides == compressed
+    assert all(via_overrides[k] == compressed[k] for k in ("loss", "nll_loss", "ppl", "sparsity", "model_mb"))
 
 
 def gradual_qat_finetune(multi30k_2k, tiny_mt_checkpoint, save_dir):
@@ -205,3 +215,24 @@ def test_a_run_killed_mid_schedule_resumes_with_the_uninterrupted_masks(multi30k
         ours, theirs = pruned_matrices(tmp_path / f"checkpoint_1_{update}.pt"), pruned_matrices(
             uninterrupted / f"checkpoint_1_{update}.pt")
         assert all(torch.equal(ours[k] == 0, theirs[k] == 0) for k in theirs), update
+
+
+def test_contradictory_flags_stop_fairseq_train_at_start_up_with_every_problem(multi30k_2k, tmp_path):
+    proc = run(["fairseq-train", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "compressed_translation",
+                *TINY_TRANSFORMER, *TRAIN_SETTINGS, "--max-update", "5", "--save-dir", tmp_path,
+                "--quant-aware", "--prune-sparsity", "1.0", "--prune-schedule", "gradual",
+                "--prune-start-update", "50", "--prune-end-update", "20"], check=False)
+    assert proc.returncode != 0 and not list(tmp_path.iterdir())  # nothing trained, nothing saved
+    message = proc.output[proc.output.index("invalid compression flags"):]
+    assert "(4 problems)" in message
+    for expected in ("--quant-aware needs --quant-bits 2..8", "--prune-sparsity must be in [0, 1) (got 1.0)",
+                     "ends before it starts: --prune-end-update 20 < --prune-start-update 50",
+                     "--prune-schedule gradual needs --prune-end-update N > --prune-start-update 50"):
+        assert expected in message, message
+
+
+def test_pack_checkpoint_rejects_bad_flags_like_the_tasks(tmp_path):
+    proc = run(["scripts/pack_checkpoint.py", tmp_path / "ck.pt", "--out", tmp_path / "m.fxc", "--quant-bits", "12"],
+               check=False)
+    assert proc.returncode == 2 and "--quant-bits must be 2..8, or 16/32" in proc.output
+    assert "Traceback" not in proc.output
