@@ -1,0 +1,49 @@
+"""fairseq-generate with --int8-kernels and --prune-heads/--prune-ffn on a real (tiny, trained) checkpoint: the
+compressed model decodes the Multi30k test set and gets a BLEU score; bad flags stop it at start-up."""
+import json
+import re
+
+import pytest
+
+from clitools import bleu, run
+
+pytestmark = pytest.mark.e2e
+
+# Every 4th batch of 40 test sentences (fairseq-generate shards batches by world size and rank; no process group).
+DECODE = ["--task", "compressed_translation", "--gen-subset", "test", "--beam", "2", "--batch-size", "40",
+          "--distributed-world-size", "4", "--distributed-rank", "0", "--max-len-a", "1.2", "--max-len-b", "10",
+          "--cpu", "--scoring", "sacrebleu", "--post-process", "sentencepiece"]
+
+
+def generate(multi30k_2k, checkpoint, *flags, check=True):
+    return run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path",
+                checkpoint / "checkpoint_last.pt", *DECODE, *flags], check=check).output
+
+
+def compressed_line(output):
+    match = re.search(r"compressed (\{.*\})", output)
+    assert match, output[-3000:]
+    return json.loads(match.group(1))
+
+
+def test_generate_with_int8_kernels_and_structured_pruning(multi30k_2k, tiny_mt_checkpoint):
+    checkpoint, _ = tiny_mt_checkpoint
+    int8 = generate(multi30k_2k, checkpoint, "--int8-kernels")
+    figures = compressed_line(int8)
+    assert figures["int8_linears"] == (4 + 2) + (4 + 4 + 2) + 1  # encoder, decoder layer; output projection
+    assert bleu(int8) >= 0
+    pruned = generate(multi30k_2k, checkpoint, "--prune-heads", "0.5", "--prune-ffn", "0.5", "--quant-bits", "8",
+                      "--int8-kernels")
+    figures = compressed_line(pruned)
+    assert figures["bits"] == 8 and figures["heads_kept"] == "3/6" and figures["ffn_kept"] == "128/256"
+    assert figures["params_after_structured"] < figures["params"]
+    assert bleu(pruned) >= 0
+
+
+def test_bad_speed_flags_stop_generate_with_the_flag_named(multi30k_2k, tiny_mt_checkpoint):
+    checkpoint, _ = tiny_mt_checkpoint
+    proc = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path",
+                checkpoint / "checkpoint_last.pt", *DECODE, "--prune-heads", "1", "--int8-kernels", "--fp16"],
+               check=False)
+    assert proc.returncode != 0
+    assert "--prune-heads must be in [0, 1)" in proc.output
