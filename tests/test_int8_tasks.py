@@ -34,14 +34,16 @@ def load(model):
     return model
 
 
-def test_flags_parse():
+def parse(*flags):
     parser = options.get_training_parser()  # the task's flags are the same in every fairseq tool
-    args = options.parse_args_and_arch(parser, ["/no/data", "--user-dir", str(REPO / "fairseq_ext"), "--task",
-                                                "compressed_translation", "--arch", "transformer", "--int8-kernels", "--int8-engine", "x86",
-                                                "--prune-heads", "0.5", "--prune-ffn", "0.25"])
+    return options.parse_args_and_arch(parser, ["/no/data", "--user-dir", str(REPO / "fairseq_ext"), "--task",
+                                                "compressed_translation", "--arch", "transformer", *flags])
+
+
+def test_flags_parse():
+    args = parse("--int8-kernels", "--int8-engine", "x86", "--prune-heads", "0.5", "--prune-ffn", "0.25")
     assert (args.int8_kernels, args.int8_engine, args.prune_heads, args.prune_ffn) == (True, "x86", 0.5, 0.25)
-    args = options.parse_args_and_arch(parser, ["/no/data", "--user-dir", str(REPO / "fairseq_ext"), "--task",
-                                                "compressed_translation", "--arch", "transformer"])
+    args = parse()
     assert (args.int8_kernels, args.int8_engine, args.prune_heads, args.prune_ffn) == (False, "auto", 0.0, 0.0)
 
 
