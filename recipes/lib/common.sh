@@ -81,6 +81,26 @@ train_grid() {
     done
 }
 
+# check_archs PREFIX SIZE...: every PREFIX<size> is a registered grid arch (else one error line with the sizes).
+check_archs() {
+    local prefix=$1 size
+    shift
+    for size in "$@"; do
+        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d2_h256"
+    done
+    "$PY" - "$REPO" "$RECIPE" "$prefix" "$@" <<'EOF' || exit 1
+import logging, sys
+logging.disable(logging.WARNING)  # fairseq's import-time notes would hide the one line that matters
+repo, recipe, prefix, sizes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.path.insert(0, repo)
+from fairseq_ext.models.grid import GRID_ARCHS
+unknown = [size for size in sizes if prefix + size not in GRID_ARCHS]
+if unknown:
+    known = " ".join(name[len(prefix):] for name in GRID_ARCHS if name.startswith(prefix))
+    sys.exit(f"{recipe}: error: --archs: no grid arch {prefix}{unknown[0]} (sizes: {known})")
+EOF
+}
+
 # short_name ARCH: the model's name in folders, plots and tables (transformer_wmt_en_fr_d2_h256 -> d2_h256).
 short_name() { echo "d${1##*_d}"; }
 

@@ -89,20 +89,8 @@ check_inputs() {
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] && [[ $BUDGET != 0 ]] || usage_error "--budget $BUDGET: expected minutes > 0"
     [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
     [[ -z $BEAM || $BEAM =~ ^[1-9][0-9]*$ ]] || usage_error "--beam $BEAM: expected a whole number > 0"
-    local size
-    for size in $ARCHS; do
-        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d2_h256"
-    done
-    "$PY" - "$REPO" $ARCHS <<'EOF' || exit 1
-import sys
-sys.path.insert(0, sys.argv[1])
-from fairseq_ext.models.grid import GRID_ARCHS
-unknown = [s for s in sys.argv[2:] if f"transformer_wmt_en_fr_{s}" not in GRID_ARCHS]
-if unknown:
-    known = sorted({n.split("_", 4)[-1] for n in GRID_ARCHS if n.startswith("transformer_wmt_en_fr_")})
-    sys.exit(f"multi30k_en_fr: error: --archs: no grid arch transformer_wmt_en_fr_{unknown[0]} "
-             f"(sizes: {' '.join(known)})")
-EOF
+    # shellcheck disable=SC2086  # a list of sizes
+    check_archs transformer_wmt_en_fr_ $ARCHS
 }
 
 prepare_data() {

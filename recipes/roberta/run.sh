@@ -81,10 +81,9 @@ check_inputs() {
     [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
     [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || usage_error "--epochs $EPOCHS: expected a whole number > 0"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected minutes > 0"
-    local size task
-    for size in $ARCHS; do
-        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d3_h256"
-    done
+    local task
+    # shellcheck disable=SC2086  # a list of sizes
+    check_archs roberta_ $ARCHS
     if [[ -n $GLUE_TASKS ]]; then
         [[ -n $GLUE_DIR ]] || usage_error "--glue-tasks needs --glue-dir"
         for task in $GLUE_TASKS; do

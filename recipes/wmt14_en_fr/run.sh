@@ -106,10 +106,8 @@ check_inputs() {
     [[ $LAUNCHER =~ ^(local|torchrun|slurm)$ ]] || usage_error "--launcher $LAUNCHER: expected local, torchrun or slurm"
     [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected hours > 0"
-    local size
-    for size in $ARCHS; do
-        [[ $size =~ ^d[0-9]+_h[0-9]+$ ]] || usage_error "--archs: $size is not a size like d6_h1024"
-    done
+    # shellcheck disable=SC2086  # a list of sizes
+    check_archs transformer_wmt_en_fr_ $ARCHS
     if [[ $LAUNCHER == slurm ]]; then
         [[ -n ${SLURM_JOB_ID:-} ]] || die "--launcher slurm: not inside a SLURM allocation (run this script from sbatch/salloc)"
         command -v srun >/dev/null || die "--launcher slurm: srun not found"
