@@ -4,7 +4,7 @@ from pathlib import Path
 
 from .convergence import convergence_curves, curve_rows, default_target, time_to_target_rows
 from .plots import PlottingUnavailable, plot_convergence
-from .tables import markdown_table, number_text, write_csv, write_json
+from .tables import markdown_table, write_csv, write_json
 
 POINT_COLUMNS = ["model", "params", "metric", "updates", "wall_s", "wall_hours", "value"]
 TARGET_COLUMNS = ["model", "params", "target", "updates", "wall_hours", "best", "validations"]
@@ -29,10 +29,11 @@ class ConvergenceFiles:
 def display_rows(rows):
     """The table as people read it: "not reached" instead of an empty cell."""
     return [{**row, "updates": row["updates"] if row["reached"] else NOT_REACHED,
-             "wall_hours": number_text(row["wall_hours"]) if row["reached"] else NOT_REACHED} for row in rows]
+             "wall_hours": row["wall_hours"] if row["reached"] else NOT_REACHED} for row in rows]
 
 
-def write_convergence(runs, metric, target, out):
+def write_convergence(runs, metric, target, out, order=None):
+    """order: the model names in the order that picks their colors (default: the runs')."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     curves = convergence_curves(runs, metric)
@@ -43,19 +44,19 @@ def write_convergence(runs, metric, target, out):
     write_csv(out / "convergence_points.csv", curve_rows(curves), POINT_COLUMNS)
     write_csv(out / "time_to_target.csv", display_rows(rows), ["metric", "reached", *TARGET_COLUMNS])
     write_json(out / "time_to_target.json", rows)
-    plots, plot_problem = draw_plots(curves, target, out)
+    plots, plot_problem = draw_plots(curves, target, out, order)
     files = ConvergenceFiles(curves, target, target_is_default, rows, plots, plot_problem)
     (out / "time_to_target.md").write_text(files.markdown() + "\n")
     return files
 
 
-def draw_plots(curves, target, out):
+def draw_plots(curves, target, out, order):
     """(the PNGs written, None), or ([], why not) when matplotlib is missing: the tables stand without them."""
     try:
         paths = []
         for x in ("wall", "updates"):
             paths.append(out / f"convergence_{curves[0].metric}_vs_{x}.png")
-            plot_convergence(curves, x, paths[-1], target)
+            plot_convergence(curves, x, paths[-1], target, order)
         return paths, None
     except PlottingUnavailable as problem:
         return [], str(problem)

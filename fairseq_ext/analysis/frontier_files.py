@@ -41,7 +41,7 @@ class FrontierFiles:
 
 
 def frontier_rows(records, frontier):
-    on_frontier = [id(r) for r in frontier]
+    on_frontier = {id(r) for r in frontier}
     size_rank = {name: rank for rank, (name, _) in enumerate(models_by_size(records))}
     ordered = sorted(records, key=lambda r: (size_rank[r["model"]], r["compressed_mb"], r["sparsity"], -r["bits"]))
     return [{**r, "level": level_label(r), "on_frontier": id(r) in on_frontier} for r in ordered]
@@ -53,7 +53,8 @@ def frontier_markdown(view):
                           ["MB", "model", "params", "compression", view.records[0]["metric"]])
 
 
-def write_frontier(records, out):
+def write_frontier(records, out, order=None):
+    """order: the model names in the order that picks their colors (default: by size)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     views, plot_problem = [], None
@@ -67,7 +68,7 @@ def write_frontier(records, out):
         plot = out / f"frontier_{name}.png"
         try:
             plot_frontier(chosen, frontier, plot, f"{records[0]['metric']} vs memory: {description}",
-                          connect_levels=name != "all")
+                          connect_levels=name != "all", order=order)
         except PlottingUnavailable as problem:
             plot, plot_problem = None, str(problem)
         views.append(FrontierView(name, description, chosen, frontier, table, plot))

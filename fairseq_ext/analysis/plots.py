@@ -25,10 +25,12 @@ def pyplot():
     return plt
 
 
-def model_colors(plt, names):
-    """A fixed color per model, in size order, shared by every plot of a report."""
+def model_colors(plt, names, order=None):
+    """A color per model by its place in `order` (default: names as given), so that the plots of a report, given
+    the report's order, show each model in one color."""
+    order = order or names
     palette = plt.get_cmap("tab10").colors
-    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+    return {name: palette[order.index(name) % len(palette)] for name in names}
 
 
 def time_unit(seconds):
@@ -40,10 +42,10 @@ def time_unit(seconds):
     return "seconds", 1
 
 
-def plot_convergence(curves, x, path, target=None):
+def plot_convergence(curves, x, path, target=None, order=None):
     """x: "wall" (wall-clock) or "updates". One line per model; every logged validation is a marker."""
     plt = pyplot()
-    colors = model_colors(plt, [c.name for c in curves])
+    colors = model_colors(plt, [c.name for c in curves], order)
     unit, scale = time_unit(max(p.wall_s for c in curves for p in c.points))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for curve in curves:
@@ -62,7 +64,7 @@ def plot_convergence(curves, x, path, target=None):
     save(plt, fig, path)
 
 
-def plot_frontier(records, frontier, path, title, connect_levels=False):
+def plot_frontier(records, frontier, path, title, connect_levels=False, order=None):
     """Every config as a point (color: model, marker: method) and the Pareto frontier as a step line.
 
     connect_levels joins each model's points in memory order, which reads well when one knob varies (the
@@ -72,7 +74,7 @@ def plot_frontier(records, frontier, path, title, connect_levels=False):
     from matplotlib.lines import Line2D  # after pyplot(), which is what reports a missing matplotlib
 
     sizes = models_by_size(records)
-    colors = model_colors(plt, [name for name, _ in sizes])
+    colors = model_colors(plt, [name for name, _ in sizes], order)
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for name, _ in sizes:
         own = sorted((r for r in records if r["model"] == name), key=lambda r: r["compressed_mb"])

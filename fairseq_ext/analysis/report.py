@@ -4,6 +4,7 @@ The run folder is what the recipes leave: OUT/train/<name>/train.log (+ meta.jso
 The text states only what the numbers show: which model was best under each memory budget, with the best
 uncompressed model that fits beside it, and no claim of significance (each config is evaluated once).
 """
+from dataclasses import replace
 from pathlib import Path
 
 from . import AnalysisError
@@ -12,7 +13,7 @@ from .frontier_files import frontier_markdown, write_frontier
 from .selection import describe, select
 from .sweep_results import level_label, models_by_size, read_sweep
 from .tables import markdown_table, number_text, params_text, write_json
-from .training_run import read_training_runs
+from .training_run import read_training_runs, size_order
 
 MAX_BUDGETS = 6  # enough to show where the answer changes, few enough to read
 
@@ -25,18 +26,22 @@ def write_report(run, out=None, metric="valid_loss", target=None):
     if not logs and not sweep.is_file():
         raise AnalysisError(f"--run {run}: found neither train/*/train.log nor sweep.jsonl in it")
     out.mkdir(parents=True, exist_ok=True)
-    runs = read_training_runs(logs) if logs else []
     records = read_sweep(sweep, option="--run") if sweep.is_file() else []
+    sweep_params = dict(models_by_size(records))
+    # A run without meta.json still has a size where the sweep measured its checkpoint.
+    runs = sorted((replace(run, params=run.params or sweep_params.get(run.name))
+                   for run in (read_training_runs(logs) if logs else [])), key=size_order)
+    order = model_order(runs, sweep_params)
     sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records)]
     problems = []
     if runs:
-        convergence = write_convergence(runs, metric, target, out)
+        convergence = write_convergence(runs, metric, target, out, order)
         sections.append(convergence_section(convergence, out))
         problems.append(convergence.plot_problem)
     else:
         sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
     if records:
-        frontier = write_frontier(records, out)
+        frontier = write_frontier(records, out, order)
         budgets = budget_rows(records, frontier.view("all").frontier)
         write_json(out / "budgets.json", budgets)
         sections += [frontier_section(frontier, out), budget_section(budgets, records)]
@@ -51,9 +56,14 @@ def write_report(run, out=None, metric="valid_loss", target=None):
     return report, problem
 
 
+def model_order(runs, sweep_params):
+    """Every model of the report, smallest first: its place picks its color in every plot."""
+    sizes = {**{run.name: run.params for run in runs}, **sweep_params}
+    return sorted(sizes, key=lambda name: (sizes[name] is None, sizes[name] or 0, name))
+
+
 def regime_section(runs, records):
     devices = sorted({str(r.meta["device"]) for r in runs if r.meta.get("device")})
-    sweep_params = {name: params for name, params in models_by_size(records)} if records else {}
     lines = ["## Regime", ""]
     lines.append(f"Device: {', '.join(devices)}." if devices else
                  "Device: not recorded (no `device` in any `meta.json`).")
@@ -63,7 +73,7 @@ def regime_section(runs, records):
             rate, source = r.words_per_s()
             last = r.log.validations[-1] if r.log.validations else None
             rows.append({"model": r.name, "arch": r.meta.get("arch", "?"),
-                         "params": params_text(r.params or sweep_params.get(r.name)),
+                         "params": params_text(r.params),
                          "words_per_s": rate, "source": source,
                          "updates": last.updates if last else None,
                          "hours": last.wall_s / 3600 if last else None})
@@ -72,7 +82,7 @@ def regime_section(runs, records):
                                       "updates (last validation)", "wall-clock hours there"])]
     if records:
         seconds = sum(r["seconds"] for r in records)
-        lines += ["", f"Compression sweep: {len(records)} evaluations of {len(sweep_params)} models on the "
+        lines += ["", f"Compression sweep: {len(records)} evaluations of {len(models_by_size(records))} models on the "
                       f"`{records[0]['subset']}` subset, metric {records[0]['metric']}, "
                       f"{number_text(seconds / 60)} minutes of evaluation."]
     return "\n".join(lines)

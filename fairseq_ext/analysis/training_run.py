@@ -16,10 +16,7 @@ class TrainingRun:
     name: str
     log: TrainingLog
     meta: dict  # {} when meta.json is absent
-
-    @property
-    def params(self):
-        return self.meta.get("params")
+    params: object  # meta.json's parameter count, or None (the report fills it in from the sweep)
 
     def words_per_s(self):
         """(words/s, where it comes from): meta.json's measurement, else the mean wps the log shows."""
@@ -33,7 +30,8 @@ def read_training_run(log_path):
     """The run whose train.log is log_path; its name is the folder's (or meta.json's "name" when given)."""
     log_path = Path(log_path)
     meta = read_meta(log_path.parent / "meta.json")
-    return TrainingRun(name=str(meta.get("name") or log_path.parent.name), log=read_training_log(log_path), meta=meta)
+    return TrainingRun(name=str(meta.get("name") or log_path.parent.name), log=read_training_log(log_path), meta=meta,
+                       params=meta.get("params"))
 
 
 def read_training_runs(log_paths):
@@ -46,7 +44,7 @@ def read_training_runs(log_paths):
 
 
 def size_order(run):
-    """Smallest first where sizes are known (meta.json params), then by name."""
+    """Smallest first where sizes are known, then by name."""
     return (run.params is None, run.params or 0, run.name)
 
 
