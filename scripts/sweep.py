@@ -210,9 +210,10 @@ def log(message):
 
 
 def parser():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Grids (sparsity, bits): " + "; ".join(
-                                    f"{name}: {len(configs)} configs" for name, configs in GRIDS.items()))
+    grids = "; ".join(f"{name} ({len(configs)}): " + ", ".join(level_label({"sparsity": s, "bits": b})
+                                                               for s, b in configs)
+                      for name, configs in GRIDS.items())
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"grids: {grids}")
     p.add_argument("--data", type=Path, required=True, help="the binarized data folder (fairseq-preprocess output)")
     p.add_argument("--checkpoint", type=named_checkpoint, nargs="+", required=True, metavar="NAME=PATH",
                    help="the models to compress, each named as in the plots: small=OUT/train/small/checkpoint_last.pt")
