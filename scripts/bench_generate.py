@@ -305,17 +305,17 @@ def parse_args(argv=None):
     parser.add_argument("--data-from", type=Path, default=DEFAULT_DATA, help="raw Multi30k folder")
     parser.add_argument("--data-bin", type=Path,
                         help="an already binarized Multi30k (prepare_multi30k.py's DIR/bin) instead of --data-from")
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_generate",
-                        help="cache of data, checkpoints and CTranslate2 models (default runs/bench_generate)")
+    parser.add_argument("--work", type=Path, help="cache of data, checkpoints and CTranslate2 models "
+                                                   "(default runs/bench_generate[_quick])")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: a tiny model (d2_h256 with 2 layers), 32 sentences, 8 tokens, 1 round")
+                        help="smoke test: transformer_wmt_en_fr_d2_h256, 4k vocab, 16 sentences, batch 8, 8 tokens, 1 round")
     args = parser.parse_args(argv)
     args.arch_args = []
+    args.work = args.work or REPO / "runs" / ("bench_generate_quick" if args.quick else "bench_generate")
     if args.quick:
         args.archs = "transformer_wmt_en_fr_d2_h256"
         args.sentences, args.len, args.rounds, args.vocab, args.batch_size = 16, 8, 1, 4000, 8
-        args.work = args.work.with_name(args.work.name + "_quick")
     args.archs = [a for a in args.archs.split(",") if a]
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in FAIRSEQ_VARIANTS + CT2_VARIANTS]

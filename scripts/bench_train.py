@@ -301,16 +301,16 @@ def parse_args(argv=None):
     parser.add_argument("--peak-tflops", type=float, help="GPU mode: peak dense FLOP/s of the GPU, in TFLOP/s")
     parser.add_argument("--data-from", type=Path, default=DEFAULT_DATA, help="raw Multi30k folder")
     parser.add_argument("--data-bin", type=Path, help="an already binarized Multi30k (prepare_multi30k.py's DIR/bin)")
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_train")
+    parser.add_argument("--work", type=Path, help="cache of the prepared data (default runs/bench_train[_quick])")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--quick", action="store_true", help="smoke test: d2_h256, 6 updates, 1 round")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
+    args.work = args.work or REPO / "runs" / ("bench_train_quick" if args.quick else "bench_train")
     if args.quick:
         args.archs = args.archs or "transformer_wmt_en_fr_d2_h256"
         args.rounds, args.max_update, args.log_interval = 1, args.max_update or 6, args.log_interval or 2
         args.max_tokens = args.max_tokens or 1024
-        args.work = args.work.with_name(args.work.name + "_quick")
     args.archs = (args.archs or ("transformer_wmt_en_fr_d6_h1024,transformer_wmt_en_fr_d12_h2048" if gpu else
                                  "transformer_wmt_en_fr_d2_h256,transformer_wmt_en_fr_d2_h512")).split(",")
     for arch in args.archs:

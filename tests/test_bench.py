@@ -77,7 +77,17 @@ def test_generate_variants_and_fixed_length():
 
 @pytest.mark.e2e
 def test_bench_train_quick(multi30k_2k, tmp_path):
-    out = run(["scripts/bench_train.py", "--quick", "--data-bin", multi30k_2k / "bin", "--work", tmp_path,
+    out = run(["scripts/bench_train.py", "--quick", "--max-update", "4", "--data-bin", multi30k_2k / "bin",
+               "--work", tmp_path,
                "--json", tmp_path / "train.json"]).output
     assert "| transformer_wmt_en_fr_d2_h256 |" in out and "grid/stock" in out
     assert (tmp_path / "train.json").is_file()
+
+
+@pytest.mark.e2e
+def test_bench_generate_quick(multi30k_2k, tmp_path):
+    out = run(["scripts/bench_generate.py", "--quick", "--data-bin", multi30k_2k / "bin", "--work", tmp_path,
+               "--variants", "fp32,pruned_int8", "--json", tmp_path / "generate.json"]).output
+    for variant in ("fp32", "pruned_int8"):
+        assert f"| transformer_wmt_en_fr_d2_h256 | {variant} |" in out
+    assert "ratio to fp32" in out and (tmp_path / "generate.json").is_file()

@@ -2,10 +2,11 @@
 compressed model decodes the Multi30k test set and gets a BLEU score; bad flags stop it at start-up."""
 import json
 import re
+import subprocess
 
 import pytest
 
-from clitools import bleu, run
+from clitools import BIN, REPO, bleu, clean_env, run
 
 pytestmark = pytest.mark.e2e
 
@@ -26,18 +27,16 @@ def compressed_line(output):
     return json.loads(match.group(1))
 
 
-def test_generate_with_int8_kernels_and_structured_pruning(multi30k_2k, tiny_mt_checkpoint):
+def test_generate_with_structured_pruning_and_int8_kernels(multi30k_2k, tiny_mt_checkpoint):
+    """All the new flags at once, after --quant-bits 8 (interactive below runs --int8-kernels without it)."""
     checkpoint, _ = tiny_mt_checkpoint
-    int8 = generate(multi30k_2k, checkpoint, "--int8-kernels")
-    figures = compressed_line(int8)
-    assert figures["int8_linears"] == (4 + 2) + (4 + 4 + 2) + 1  # encoder, decoder layer; output projection
-    assert bleu(int8) >= 0
-    pruned = generate(multi30k_2k, checkpoint, "--prune-heads", "0.5", "--prune-ffn", "0.5", "--quant-bits", "8",
+    output = generate(multi30k_2k, checkpoint, "--prune-heads", "0.5", "--prune-ffn", "0.5", "--quant-bits", "8",
                       "--int8-kernels")
-    figures = compressed_line(pruned)
+    figures = compressed_line(output)
     assert figures["bits"] == 8 and figures["heads_kept"] == "3/6" and figures["ffn_kept"] == "128/256"
     assert figures["params_after_structured"] < figures["params"]
-    assert bleu(pruned) >= 0
+    assert figures["int8_linears"] == (4 + 2) + (4 + 4 + 2) + 1  # encoder, decoder layer; output projection
+    assert bleu(output) >= 0
 
 
 def test_bad_speed_flags_stop_generate_with_the_flag_named(multi30k_2k, tiny_mt_checkpoint):
@@ -47,3 +46,18 @@ def test_bad_speed_flags_stop_generate_with_the_flag_named(multi30k_2k, tiny_mt_
                check=False)
     assert proc.returncode != 0
     assert "--prune-heads must be in [0, 1)" in proc.output
+
+
+def test_interactive_with_int8_kernels(multi30k_2k, tiny_mt_checkpoint):
+    checkpoint, _ = tiny_mt_checkpoint
+    proc = subprocess.run(
+        [str(BIN / "fairseq-interactive"), str(multi30k_2k / "bin"), "--user-dir", "fairseq_ext", "--task",
+         "compressed_translation", "--path", str(checkpoint / "checkpoint_last.pt"), "--cpu", "--beam", "2",
+         "--int8-kernels", "--prune-ffn", "0.25", "--max-len-b", "10", "--bpe", "sentencepiece",
+         "--sentencepiece-model", str(multi30k_2k / "spm.model")],
+        input="A man is riding a bike.\nTwo dogs play in the snow.\n", capture_output=True, text=True, cwd=REPO,
+        env=clean_env(), timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert compressed_line(output)["int8_linears"] == 17
+    assert sum(line.startswith(("D-0\t", "D-1\t")) for line in output.splitlines()) == 2
