@@ -59,16 +59,17 @@ class Task:
     metric: str
     higher_is_better: bool
     default_subset: str
+    tool_args: list  # before --generate-args, which can override them
 
 
+VALIDATE_ARGS = ["--max-tokens", "8000", "--log-format", "json"]  # JSON: the record the metric is read from
 TASKS = {
-    "translation": Task("fairseq-generate", "bleu", True, "test"),
-    "masked_lm": Task("fairseq-validate", "loss", False, "valid"),
-    "sentence_prediction": Task("fairseq-validate", "accuracy", True, "valid"),
-}
-DEFAULT_TOOL_ARGS = {
-    "fairseq-generate": ["--beam", "5", "--max-tokens", "8000", "--quiet", "--scoring", "sacrebleu"],
-    "fairseq-validate": ["--max-tokens", "8000", "--log-format", "json"],
+    "translation": Task("fairseq-generate", "bleu", True, "test",
+                        ["--beam", "5", "--max-tokens", "8000", "--quiet", "--scoring", "sacrebleu"]),
+    "masked_lm": Task("fairseq-validate", "loss", False, "valid", VALIDATE_ARGS),
+    # fairseq-validate resolves sentence_prediction's classification head name from the criterion's config.
+    "sentence_prediction": Task("fairseq-validate", "accuracy", True, "valid",
+                                [*VALIDATE_ARGS, "--criterion", "sentence_prediction"]),
 }
 
 
@@ -133,7 +134,7 @@ def previous_results(out, task, subset):
 
 def command(args, tool, extra, checkpoint, sparsity, bits):
     base = [tool, str(args.data), "--user-dir", str(REPO / "fairseq_ext"), "--task", f"compressed_{args.task}",
-            "--path", str(checkpoint), *DEFAULT_TOOL_ARGS[TASKS[args.task].tool]]
+            "--path", str(checkpoint), *TASKS[args.task].tool_args]
     if args.task == "translation":
         base += ["--gen-subset", args.subset]
         base += (["--bpe", "sentencepiece", "--sentencepiece-model", str(args.spm)] if args.spm
