@@ -66,11 +66,9 @@ def read_examples(path, task):
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise PrepareError(f"{path}: empty")
-    header = rows[0]
+    header, rows = rows[0], rows[1:]
     if task == "SST-2" and header != ["sentence", "label"]:
-        header, rows = ["sentence", "label"], [header] + rows  # the header-less form
-    else:
-        rows = rows[1:]
+        header, rows = ["sentence", "label"], [header] + rows  # the header-less form: the first row is data
     missing = [c for c in columns + [label_column] if c not in header]
     if missing:
         raise PrepareError(f"{path}: no column {', '.join(missing)} in its header (is it {task}'s GLUE file?)")
@@ -131,8 +129,10 @@ def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST
         inputs = write_split(examples, spm_model, bpe_dir, split)
         counts[split] = len(examples)
     binarize(bpe_dir, bin_dir, dictionary, inputs, workers)
-    labels = sum(1 for _ in open(bin_dir / "label" / "dict.txt"))
-    print(f"prepare: {task}: {counts['train']:,} training and {counts['valid']:,} dev examples, {labels} classes, "
+    # fairseq-preprocess pads a dictionary with madeupwordNNNN entries: they are no classes.
+    labels = [line for line in (bin_dir / "label" / "dict.txt").read_text(encoding="utf-8").splitlines()
+              if not line.startswith("madeupword")]
+    print(f"prepare: {task}: {counts['train']:,} training and {counts['valid']:,} dev examples, {len(labels)} classes, "
           f"wrote {bin_dir}")
     return bin_dir
 

@@ -135,15 +135,16 @@ def test_help(name):
 
 @pytest.mark.parametrize("name, args, expected", [
     ("multi30k_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),
-    ("multi30k_en_fr", ["--archs", "d2_h999"], "no grid arch transformer_wmt_en_fr_d2_h999"),
+    ("multi30k_en_fr", ["--archs", "d2_h999"], "--archs: no grid arch transformer_wmt_en_fr_d2_h999 (sizes: d2_h256"),
     ("multi30k_en_fr", ["--budget"], "--budget needs a value"),
+    ("multi30k_en_fr", ["--budget", "--tiny"], "--budget needs a value"),
     ("wmt14_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),
     ("wmt14_en_fr", ["--launcher", "mpi"], "--launcher mpi: expected local, torchrun or slurm"),
     ("roberta", ["--glue-tasks", "MNLI"], "--glue-tasks needs --glue-dir"),
     ("roberta", ["--frobnicate"], "unknown option --frobnicate"),
 ])
 def test_bad_input_fails_early_with_one_line(name, args, expected, tmp_path):
-    proc = recipe(name, *args, "--out", tmp_path / "out", check=False)
+    proc = recipe(name, "--out", tmp_path / "out", *args, check=False)
     lines = proc.output.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"{name}: error: {expected}"), proc.output
     assert not (tmp_path / "out").exists()  # nothing made before the check

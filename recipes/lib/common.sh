@@ -18,8 +18,8 @@ die() { printf '%s: error: %s\n' "$RECIPE" "$*" >&2; exit 1; }
 # A bad option: the one-line error, then where the usage is.
 usage_error() { die "$* (see --help)"; }
 
-# need_value "$@": the option in $1 takes a value, so there must be a next word.
-need_value() { (($# >= 2)) || usage_error "$1 needs a value"; }
+# need_value "$@": the option in $1 takes a value, so there must be a next word, and not another option.
+need_value() { (($# >= 2)) && [[ $2 != --* ]] || usage_error "$1 needs a value"; }
 
 # The venv python and the fairseq tools the recipe uses, before any work starts.
 check_tools() {

@@ -129,7 +129,8 @@ finetune() {
     local task=$1 data=$OUT/$1/data/bin size i=0 n
     local examples classes updates
     examples=$(wc -l <"$OUT/$task/data/bpe/train.label")
-    classes=$(wc -l <"$data/label/dict.txt")
+    # fairseq-preprocess pads the label dictionary with madeupwordNNNN entries: they are no classes.
+    classes=$(grep -vc '^madeupword' "$data/label/dict.txt")
     updates=$(((examples + 31) / 32 * EPOCHS))
     local stop=(--max-epoch "$EPOCHS")
     if ((TINY)); then updates=4 stop=(--max-update 4); fi
@@ -139,8 +140,7 @@ finetune() {
         "$PY" "$LIB/train_budget.py" --save-dir "$OUT/$task/finetune/$size" --arch "roberta_$size" --budget-s 0 \
             --label "$task $i/$n" -- "$data" --user-dir "$REPO/fairseq_ext" \
             --task compressed_sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
-            --restore-file "$OUT/train/$size/checkpoint_last.pt" \
-            --reset-optimizer --reset-dataloader --reset-meters --reset-lr-scheduler \
+            --finetune-from-model "$OUT/train/$size/checkpoint_last.pt" \
             --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \
             --batch-size 32 "${stop[@]}" --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 \
             --weight-decay 0.1 --clip-norm 0.0 --lr 2e-5 --lr-scheduler polynomial_decay \
