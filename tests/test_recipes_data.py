@@ -1,0 +1,103 @@
+"""The recipes' data readers, in-process and in milliseconds: GLUE/SST-2 files, WMT SGML, the WMT cleaning rule,
+held-out lines of the monolingual text, and the train log measurements that go into meta.json."""
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from clitools import REPO
+
+
+def load(path, name):
+    spec = importlib.util.spec_from_file_location(name, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str((REPO / path).parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def glue():
+    return load("scripts/prepare_glue.py", "prepare_glue")
+
+
+@pytest.fixture(scope="module")
+def wmt():
+    return load("scripts/prepare_wmt14_en_fr.py", "prepare_wmt14_en_fr")
+
+
+@pytest.fixture(scope="module")
+def mono():
+    return load("scripts/prepare_mono.py", "prepare_mono")
+
+
+@pytest.fixture(scope="module")
+def train_budget():
+    return load("recipes/lib/train_budget.py", "train_budget")
+
+
+def test_sst2_without_a_header_keeps_every_row(glue, tmp_path):
+    (tmp_path / "train.tsv").write_text("a fine film\t1\nawful\t0\n")
+    assert glue.read_examples(tmp_path / "train.tsv", "SST-2") == [(["a fine film"], "1"), (["awful"], "0")]
+
+
+def test_glue_files_are_read_by_their_header(glue, tmp_path):
+    (tmp_path / "sst.tsv").write_text('sentence\tlabel\nit "works"\t1\n')
+    assert glue.read_examples(tmp_path / "sst.tsv", "SST-2") == [(['it "works"'], "1")]
+    header = "index\tpromptID\tpairID\tgenre\ts1bp\ts2bp\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label"
+    row = "0\t1\t2\tgov\tx\tx\tx\tx\tA man sleeps.\tNobody sleeps.\tcontradiction\tcontradiction"
+    (tmp_path / "mnli.tsv").write_text(f"{header}\n{row}\n")
+    assert glue.read_examples(tmp_path / "mnli.tsv", "MNLI") == [(["A man sleeps.", "Nobody sleeps."], "contradiction")]
+
+
+def test_a_glue_file_of_another_task_is_named(glue, tmp_path):
+    (tmp_path / "dev.tsv").write_text("question\tsentence\tlabel\nq\ts\tentailment\n")
+    with pytest.raises(glue.PrepareError, match="no column sentence1, sentence2"):
+        glue.read_examples(tmp_path / "dev.tsv", "RTE")
+
+
+def test_sgml_segments_are_read_as_sacrebleu_reads_them(wmt, tmp_path):
+    from sacrebleu.dataset.fake_sgml import FakeSGMLDataset
+
+    sgml = ('<refset setid="newstest2014" srclang="any">\n<doc docid="1" genre="news">\n<p>\n'
+            '<seg id="1"> Deux  espaces &amp; co </seg>\n<seg id="2">L\u2019apostrophe</seg>\n</p>\n</doc>\n')
+    (tmp_path / "ref.sgm").write_text(sgml)
+    FakeSGMLDataset.__new__(FakeSGMLDataset)._convert_format(str(tmp_path / "ref.sgm"), str(tmp_path / "sacrebleu.txt"))
+    assert wmt.sgml_segments(tmp_path / "ref.sgm") == (tmp_path / "sacrebleu.txt").read_text().splitlines()
+    assert wmt.sgml_segments(tmp_path / "ref.sgm") == ["Deux espaces &amp; co", "L\u2019apostrophe"]
+
+
+def test_cleaning_keeps_what_clean_corpus_n_keeps(wmt):
+    class Pieces:  # one piece per word
+        @staticmethod
+        def encode(lines, out_type):
+            return [line.split() for line in lines]
+
+    wmt._processor = Pieces
+    pairs = [("a b", "c d e"), ("a", "b c"), ("", "x"), ("a " * 4, "b " * 4), ("a " * 5, "b " * 5)]
+    count, kept = wmt._encode_chunk((pairs, True, 4, 1.5))
+    # ratio 3/2 = 1.5 is kept, 2/1 is not; empty sides and more than 4 pieces are dropped.
+    assert count == 5 and kept == [("a b", "c d e"), ("a a a a", "b b b b")]
+    assert wmt._encode_chunk((pairs, False, 4, 1.5))[1][2] == ("", "x")  # the test set is not cleaned
+
+
+def test_every_nth_line_is_held_out(mono, tmp_path):
+    (tmp_path / "text.txt").write_text("".join(f"line {i}\n\n" for i in range(1, 11)))
+    mono.split_text([tmp_path / "text.txt"], tmp_path / "out", valid_every=3, max_lines=0)
+    assert (tmp_path / "out" / "valid.txt").read_text().split("\n")[:-1] == ["line 3", "line 6", "line 9"]
+    assert len((tmp_path / "out" / "train.txt").read_text().splitlines()) == 7
+
+
+def test_meta_measures_the_log(train_budget, tmp_path):
+    inner = [{"num_updates": str(u), "wps": wps, "loss": "5"} for u, wps in ((2, "100.0"), (4, "3000.5"), (6, "3100.5"),
+                                                                              (8, "2900.5"))]
+    lines = ["num. shared model params: 5,665,792 (num. trained: 5,665,792)",
+             *(json.dumps(r) for r in inner), json.dumps(inner[-1]),  # a record written twice (2nd epoch handler)
+             json.dumps({"epoch": 1, "valid_loss": "4.2", "valid_num_updates": "8"}),
+             json.dumps({"epoch": 1, "train_wps": "2500", "train_num_updates": "8", "train_wall": "95"})]
+    (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
+    meta = train_budget.measure(tmp_path, "transformer_wmt_en_fr_d2_h256", 90, ["--cpu"])
+    # The first interval holds the start-up: the rate is the median of the others.
+    assert meta["words_per_s"] == 3000.5 and meta["params"] == 5665792 and meta["updates"] == 8
+    assert meta["valid_loss"] == 4.2 and meta["train_wall_s"] == 95 and meta["device"].startswith("cpu: ")
