@@ -151,13 +151,13 @@ finetune() {
     done
 }
 
-# fairseq-validate's default criterion cannot score sentence_prediction; fairseq drops a last batch whose size is
-# not a multiple of --required-batch-size-multiple (8 by default), so 1 scores every dev example.
+# fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by default), so 1
+# scores every dev example.
 sweep() {
     local task=$1 checkpoints=() size
     for size in $ARCHS; do checkpoints+=("$size=$OUT/$task/finetune/$size/checkpoint_last.pt"); done
     parallel_sweep "$OUT/$task" --data "$OUT/$task/data/bin" --task sentence_prediction --subset valid \
-        --grid "$GRID" --generate-args "--criterion sentence_prediction --required-batch-size-multiple 1" \
+        --grid "$GRID" --generate-args "--required-batch-size-multiple 1" \
         -- "${checkpoints[@]}"
 }
 
