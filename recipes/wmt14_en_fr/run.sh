@@ -31,7 +31,7 @@ options:
   --warmup N           warm-up updates (default: 4000)
   --vocab-size N       sentencepiece BPE size (default: 40000)
   --grid NAME          compression grid of the sweep: full, quick, tiny (default: full)
-  --train-args "A"     more fairseq-train options, last so they win (e.g. "--post-norm"-style overrides)
+  --train-args "A"     more fairseq-train options, last so they win (e.g. "--dropout 0.3 --max-update 300000")
   --cpu                train on the CPU even where a GPU is (on GPUs: fp16 mixed precision)
   --tiny               smoke test: 2k-piece BPE, one d2_h256 model for a few seconds, tiny sweep
  distributed training (fairseq's own; all ranks must see --out on a shared file system):
