@@ -54,7 +54,8 @@ def mt_run(multi30k_2k, tmp_path_factory):
                 *TINY_TRANSFORMER, "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
                 "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256", *TRAIN_SETTINGS,
                 "--lr", "3e-3", "--warmup-updates", "20", "--max-update", "200", "--validate-interval", "1000",
-                "--save-interval", "1000", "--log-interval", "50", "--save-dir", save_dir])
+                "--save-interval", "1000", "--log-interval", "50", "--save-dir", save_dir],
+               timeout=1800)  # about a minute on 2 idle cores; far more on a shared machine
     return save_dir / "checkpoint_last.pt", proc.output
 
 

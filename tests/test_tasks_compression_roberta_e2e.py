@@ -90,11 +90,12 @@ def test_masked_lm_validates_dense_and_compressed(mono_bin, mlm_checkpoint):
     validate = ["fairseq-validate", mono_bin, "--user-dir", "fairseq_ext", "--task", "compressed_masked_lm",
                 "--path", mlm_checkpoint, "--valid-subset", "valid", "--batch-size", "64", "--cpu"]
     dense_output = run(validate).output
-    compressed_output = run([*validate, "--prune-sparsity", "0.9", "--quant-bits", "4"]).output
+    # 2 bits: ternary weights, embeddings included, visibly hurt even a model this briefly trained.
+    compressed_output = run([*validate, "--prune-sparsity", "0.9", "--quant-bits", "2"]).output
     dense, compressed = valid_figures(dense_output), valid_figures(compressed_output)
     assert compressed_summary(dense_output)["ratio"] == 1.0
     summary = compressed_summary(compressed_output)
-    assert (summary["sparsity"], summary["bits"]) == (0.9, 4) and summary["ratio"] > 6
+    assert (summary["sparsity"], summary["bits"]) == (0.9, 2) and summary["ratio"] > 10
     assert compressed["sparsity"] == 0.9 and compressed["model_mb"] == pytest.approx(summary["compressed_mb"], abs=1e-3)
     assert compressed["loss"] > dense["loss"] + 0.2
 
