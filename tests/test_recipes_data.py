@@ -101,3 +101,9 @@ def test_meta_measures_the_log(train_budget, tmp_path):
     # The first interval holds the start-up: the rate is the median of the others.
     assert meta["words_per_s"] == 3000.5 and meta["params"] == 5665792 and meta["updates"] == 8
     assert meta["valid_loss"] == 4.2 and meta["train_wall_s"] == 95 and meta["device"].startswith("cpu: ")
+
+
+def test_a_model_too_slow_to_log_a_rate_still_gets_one(train_budget, tmp_path):
+    epoch = {"epoch": 1, "train_wps": "0", "train_wpb": "3823", "train_num_updates": "1", "train_train_wall": "35"}
+    (tmp_path / "train.log").write_text(json.dumps(epoch) + "\n")
+    assert train_budget.measure(tmp_path, "arch", 15, ["--cpu"])["words_per_s"] == pytest.approx(3823 / 35)

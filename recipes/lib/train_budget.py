@@ -75,8 +75,11 @@ def measure(save_dir, arch, budget_s, fairseq_args):
     valid = [r for r in records if "valid_loss" in r]
     # fairseq logs a rate of 0 where it had a single update to time: that is no measurement.
     rates = [float(r["wps"]) for r in (inner[1:] if len(inner) > 1 else inner) if float(r["wps"]) > 0]
-    if not rates and epochs and float(epochs[-1]["train_wps"]) > 0:
-        rates = [float(epochs[-1]["train_wps"])]
+    if not rates and len(epochs) == 1 and float(epochs[0].get("train_train_wall", 0)) > 0:
+        # A model too slow to log a rate (one update in its budget): words per update x updates / seconds spent
+        # in training steps, which fairseq rounds to the second.
+        epoch = epochs[0]
+        rates = [float(epoch["train_wpb"]) * int(epoch["train_num_updates"]) / float(epoch["train_train_wall"])]
     words_per_s = statistics.median(rates) if rates else None
     params = [int(m.group(1).replace(",", "")) for m in map(PARAMS_LINE.search, lines) if m]
     updates = max([int(r["num_updates"]) for r in inner] + [int(r["train_num_updates"]) for r in epochs], default=0)
