@@ -104,6 +104,7 @@ def test_meta_measures_the_log(train_budget, tmp_path):
 
 
 def test_a_model_too_slow_to_log_a_rate_still_gets_one(train_budget, tmp_path):
-    epoch = {"epoch": 1, "train_wps": "0", "train_wpb": "3823", "train_num_updates": "1", "train_train_wall": "35"}
+    epoch = {"epoch": 1, "train_wps": "0", "train_wpb": "3823", "train_num_updates": "1", "train_train_wall": "35",
+             "train_wall": "112"}
     (tmp_path / "train.log").write_text(json.dumps(epoch) + "\n")
     assert train_budget.measure(tmp_path, "arch", 15, ["--cpu"])["words_per_s"] == pytest.approx(3823 / 35)
