@@ -164,3 +164,13 @@ def test_missing_tools_fail_with_one_line(tmp_path):
     assert proc.returncode != 0
     assert proc.output.strip().splitlines() == [
         f"multi30k_en_fr: error: no python at {tmp_path}/no/python: run `make setup` first (or set FAIRSEQ_EXT_PYTHON)"]
+
+
+def test_a_rerun_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "settings.txt").write_text("mode=tiny\narchs=d2_h256\n")
+    proc = recipe("multi30k_en_fr", "--tiny", "--cpu", "--out", out, check=False)
+    lines = proc.output.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.output
+    assert "holds a run made with other settings" in lines[0] and "use another --out" in lines[0]

@@ -34,7 +34,7 @@ options:
 
 Everything lands in --out: data/ (text, sentencepiece model, binarized), train/<size>/ (train.log in fairseq's
 JSON format, meta.json with params, device and words/s, checkpoints), sweep.jsonl, report/report.md.
-Hyper-parameters are the same for every size (pre-norm, Adam (0.9, 0.98), lr 1e-3 after a 50-update warm-up,
+Hyper-parameters are the same for every size (pre-norm, Adam (0.9, 0.98), lr 7e-4 after a 50-update warm-up,
 inverse-sqrt decay, label smoothing 0.1, 4,096-token batches); validation every 10 updates on a CPU, 500 on a GPU.
 EOF
 }
@@ -124,7 +124,7 @@ train_models() {
         "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation
         --encoder-normalize-before --decoder-normalize-before
         --optimizer adam --adam-betas "(0.9, 0.98)" --clip-norm 1.0
-        --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
+        --lr 7e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
         --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
         --max-tokens 4096 --seed 1 --num-workers "$workers"
         --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
