@@ -261,17 +261,23 @@ def bench_arch(arch, multi30k_bin, args):
     return {"arch": arch, "checkpoint": str(checkpoint), "variants": variants, "rounds": rounds}
 
 
-def summarize(result, baseline="fp32"):
+def ratios_to(result, variant, baseline):
+    if baseline not in result["variants"]:
+        return []
+    return [r[variant]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in result["rounds"]]
+
+
+def summarize(result, baseline="fp32", peer="ct2_int8"):
     rows = []
     for variant in result["variants"]:
         speeds = [r[variant]["tokens_per_s"] for r in result["rounds"]]
-        ratios = [r[variant]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in result["rounds"]] \
-            if baseline in result["variants"] else []
+        ratios, to_peer = ratios_to(result, variant, baseline), ratios_to(result, variant, peer)
         rows.append({
             "arch": result["arch"], "variant": variant,
             "tokens_per_s": [round(s, 1) for s in speeds],
             "ratio_to_fp32": [round(x, 2) for x in ratios],
             "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
+            "median_ratio_to_ct2_int8": round(statistics.median(to_peer), 2) if to_peer else None,
         })
     return rows
 
@@ -280,11 +286,12 @@ def print_table(rows, args):
     print(f"\nfairseq-generate on the first {args.sentences} Multi30k test sentences, beam {args.beam}, "
           f"batch {args.batch_size}, {args.len} tokens + </s> per sentence, {args.threads} thread(s), "
           f"{args.rounds} alternated round(s)")
-    print("| arch | variant | tokens/s per round | ratio to fp32 per round | median ratio |")
-    print("|---|---|---|---|---|")
+    print("| arch | variant | tokens/s per round | ratio to fp32 per round | median ratio | median ratio to ct2_int8 |")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['arch']} | {row['variant']} | {', '.join(map(str, row['tokens_per_s']))} | "
-              f"{', '.join(map(str, row['ratio_to_fp32'])) or '-'} | {row['median_ratio'] or '-'} |")
+              f"{', '.join(map(str, row['ratio_to_fp32'])) or '-'} | {row['median_ratio'] or '-'} | "
+              f"{row['median_ratio_to_ct2_int8'] or '-'} |")
 
 
 def parse_args(argv=None):
