@@ -11,6 +11,9 @@ twice per round on Multi30k, alternating (the order flips every round):
                          (no --user-dir: fairseq alone)
 
 with identical data, seed, batches and settings, and checks that both built the same number of parameters.
+--concurrent runs the two of a round at the same time instead (each with --threads threads): on a machine shared
+with other jobs, a load that changes between two consecutive runs skews an alternated ratio, while two runs side by
+side see the same load.
 Throughput is fairseq's own ``wps`` (target words per second) of its ``train_inner`` records, the first one
 (warm-up) dropped, median of the rest. Printed: words/s of each run and, per round, the ratio grid / stock,
 with the median over rounds; the plugin must cost nothing (ratio >= 0.98). Ratios are what to compare on a
@@ -167,10 +170,16 @@ def parse_run(output):
     return (int(params[1].replace(",", "")) if params else None), records
 
 
-def train_run(kind, arch, data, args):
+def start_run(kind, arch, data, args):
     cmd = [str(c) for c in train_command(kind, arch, data, args)]
-    proc = subprocess.run(cmd, cwd=REPO, env=child_env(args), capture_output=True, text=True, timeout=7200)
-    output = proc.stdout + proc.stderr
+    proc = subprocess.Popen(cmd, cwd=REPO, env=child_env(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    return kind, arch, cmd, proc
+
+
+def finish_run(started):
+    kind, arch, cmd, proc = started
+    output, _ = proc.communicate(timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-4000:]}")
     params, records = parse_run(output)
@@ -183,6 +192,10 @@ def train_run(kind, arch, data, args):
             "mean_target_len": mean_len, "records": len(records)}
 
 
+def train_run(kind, arch, data, args):
+    return finish_run(start_run(kind, arch, data, args))
+
+
 # ------------------------------------------------------------------------------------------ CPU: grid vs stock
 
 
@@ -191,8 +204,11 @@ def bench_cpu(arch, data, args):
     for r in range(args.rounds):
         order = ["grid", "stock"] if r % 2 == 0 else ["stock", "grid"]
         result = {}
+        if args.concurrent:  # both at once: whatever else the machine runs slows both alike
+            started = [start_run(kind, arch, data, args) for kind in order]
+            result = {kind: finish_run(run) for kind, run in zip(order, started)}
         for kind in order:
-            result[kind] = train_run(kind, arch, data, args)
+            result[kind] = result.get(kind) or train_run(kind, arch, data, args)
             log(f"bench: {arch} round {r + 1}/{args.rounds} {kind:5s} {result[kind]['wps']:9.1f} words/s")
         if result["grid"]["params"] != result["stock"]["params"]:
             raise RuntimeError(f"{arch}: grid built {result['grid']['params']} parameters, stock "
@@ -207,8 +223,10 @@ def bench_cpu(arch, data, args):
 
 
 def print_cpu_table(rows, args):
-    print(f"\nfairseq-train words/s on Multi30k, CPU, {args.threads} thread(s), --max-tokens {args.max_tokens}, "
-          f"{args.max_update} updates per run (first log interval dropped), {args.rounds} alternated round(s)")
+    how = "concurrent (grid and stock at the same time)" if args.concurrent else "alternated"
+    print(f"\nfairseq-train words/s on Multi30k, CPU, {args.threads} thread(s) per run, --max-tokens "
+          f"{args.max_tokens}, {args.max_update} updates per run (first log interval dropped), {args.rounds} {how} "
+          f"round(s)")
     print("| arch | params | grid words/s | stock words/s | grid/stock per round | median |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -295,6 +313,9 @@ def parse_args(argv=None):
     parser.add_argument("--log-interval", type=int, help="updates per fairseq log record (default CPU 5, GPU 20)")
     parser.add_argument("--max-tokens", type=int, help="tokens per batch (default CPU 2048, GPU 16384)")
     parser.add_argument("--threads", type=int, default=1, help="CPU mode: OMP_NUM_THREADS (default 1)")
+    parser.add_argument("--concurrent", action="store_true",
+                        help="CPU mode: run grid and stock at the same time (--threads each) instead of one after "
+                             "the other, so that load from other jobs hits both alike (for shared machines)")
     parser.add_argument("--precision", choices=["bf16", "fp16"], default="bf16", help="GPU mode (default bf16)")
     parser.add_argument("--no-fused-adam", dest="fused_adam", action="store_false",
                         help="GPU mode: keep fairseq's own Adam instead of torch's fused AdamW")
