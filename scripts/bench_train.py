@@ -25,7 +25,8 @@ fairseq-train in bf16 (or --precision fp16), with settings chosen to raise MFU:
     --max-tokens 16384        big batches (per GPU); the stock reference used 8k
     --bf16                    bf16 weights/activations, fp32 master weights in fairseq's FP16Optimizer
                               (no loss scaling); --precision fp16 uses --fp16 (dynamic loss scaling, flattened
-                              fp32 master weights)
+                              fp32 master weights). Stock fairseq turns --bf16 into --tpu (options.py) and then
+                              fails without torch_xla; this script runs fairseq-train with that lifted
     fused Adam                fairseq picks a fused Adam only when apex is installed; otherwise it runs its own
                               Python Adam, one set of kernels per parameter tensor. This script runs fairseq-train
                               with fairseq's FairseqAdam backed by torch.optim.AdamW(fused=True) (the same
@@ -58,7 +59,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+# fairseq-train's entry point, also where fairseq is on PYTHONPATH without its console scripts.
+FAIRSEQ_TRAIN = [sys.executable, "-m", "fairseq_cli.train"]
 DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data")) / "multi30k"
 GRID_NAME = re.compile(r"^transformer_wmt_en_fr_d(\d+)_h(\d+)$")
 PARAMS = re.compile(r"num\. shared model params: ([\d,]+)")
@@ -95,13 +97,34 @@ def torch_fused_adamw():
     return TorchFusedAdamW
 
 
-def fairseq_train_with_fused_adam(argv):
-    """Run fairseq-train (fairseq_cli.train.cli_main) with FairseqAdam backed by torch's fused AdamW."""
-    import fairseq.optim.adam
-    from fairseq_cli.train import cli_main
+def bf16_on_cuda(parse_args_and_arch):
+    """fairseq's option parsing with its ``--bf16 implies --tpu`` lifted (unless --tpu is given).
 
-    fused = torch_fused_adamw()
-    fairseq.optim.adam.get_fused_adam_class = lambda: fused  # looked up by FairseqAdam.__init__ (CUDA only)
+    fairseq (options.parse_args_and_arch) sets tpu=True whenever bf16 is on, so stock fairseq-train --bf16 on a
+    CUDA GPU dies looking for torch_xla. Its bf16 training itself (bf16 model, fp32 master weights in
+    FP16Optimizer, no loss scaling) does not depend on the TPU: with tpu off it runs on the GPU.
+    """
+
+    def parse(parser, input_args=None, **kwargs):
+        args = parse_args_and_arch(parser, input_args, **kwargs)
+        given = sys.argv[1:] if input_args is None else input_args
+        if getattr(args, "bf16", False) and "--tpu" not in given:
+            args.tpu = False
+        return args
+
+    return parse
+
+
+def fairseq_train_on_gpu(argv, fused_adam):
+    """Run fairseq-train (fairseq_cli.train.cli_main) with bf16 on CUDA and, optionally, torch's fused AdamW."""
+    from fairseq_cli.train import cli_main  # first: it sets up fairseq's log format before fairseq is imported
+    import fairseq.optim.adam
+    import fairseq.options
+
+    fairseq.options.parse_args_and_arch = bf16_on_cuda(fairseq.options.parse_args_and_arch)
+    if fused_adam:
+        fused = torch_fused_adamw()
+        fairseq.optim.adam.get_fused_adam_class = lambda: fused  # looked up by FairseqAdam.__init__ (CUDA only)
     sys.argv = ["fairseq-train", *argv]
     cli_main()
 
@@ -142,13 +165,11 @@ def train_command(kind, arch, data, args):
     else:
         model = stock_arch_args(arch)
     if args.device == "cpu":
-        return [BIN / "fairseq-train", data, *model, *common_train_args(args), "--cpu", "--num-workers", "0"]
+        return [*FAIRSEQ_TRAIN, data, *model, *common_train_args(args), "--cpu", "--num-workers", "0"]
     precision = ["--bf16"] if args.precision == "bf16" else ["--fp16"]
     gpu = [*precision, "--num-workers", "4", "--required-batch-size-multiple", "8"]
-    if args.fused_adam:
-        return [sys.executable, Path(__file__).resolve(), "--as-fairseq-train", data, *model,
-                *common_train_args(args), *gpu]
-    return [BIN / "fairseq-train", data, *model, *common_train_args(args), *gpu]
+    launcher = "--as-fairseq-train-fused-adam" if args.fused_adam else "--as-fairseq-train"
+    return [sys.executable, Path(__file__).resolve(), launcher, data, *model, *common_train_args(args), *gpu]
 
 
 def child_env(args):
@@ -184,7 +205,8 @@ def finish_run(started):
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-4000:]}")
     params, records = parse_run(output)
     if len(records) < 2:
-        raise RuntimeError(f"{kind} {arch}: need >= 2 train_inner records (raise --max-update), got {len(records)}")
+        raise RuntimeError(f"{kind} {arch}: need >= 2 train_inner records (raise --max-update), got "
+                           f"{len(records)}:\n{output[-3000:]}")
     steady = records[1:]  # the first interval holds the warm-up
     wps = statistics.median(float(r["wps"]) for r in steady)
     mean_len = statistics.mean(float(r["wpb"]) / float(r["bsz"]) for r in steady)
@@ -352,8 +374,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--as-fairseq-train"]:
-        return fairseq_train_with_fused_adam(argv[1:])
+    if argv[:1] in (["--as-fairseq-train"], ["--as-fairseq-train-fused-adam"]):
+        return fairseq_train_on_gpu(argv[1:], fused_adam=argv[0].endswith("fused-adam"))
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args)
