@@ -124,12 +124,14 @@ def binarize(bpe_dir, bin_dir, workers):
         raise PrepareError("fairseq-preprocess not found: run `make setup` and use .venv/bin/python")
     tmp = bin_dir.with_name(bin_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(
+    done = subprocess.run(
         [preprocess, "--source-lang", "en", "--target-lang", "fr",
          "--trainpref", str(bpe_dir / "train"), "--validpref", str(bpe_dir / "valid"), "--testpref", str(bpe_dir / "test"),
          "--destdir", str(tmp), "--joined-dictionary", "--workers", str(workers)],
-        check=True,
+        capture_output=True, text=True,
     )
+    if done.returncode != 0:  # on success fairseq's own record of the run is bin/preprocess.log
+        raise PrepareError(f"fairseq-preprocess failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     os.replace(tmp, bin_dir)
 
 

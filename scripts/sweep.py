@@ -44,11 +44,13 @@ PRUNING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 BITS = [8, 6, 4, 3]
 DENSE = (0.0, FULL_PRECISION_BITS)
 # (sparsity, bits) per config. full: the paper's sweeps, pruning 10-90% and 8/6/4/3 bits, and both combined;
-# quick: a spread of the same for a first look; tiny: one config per method, for smoke tests.
+# quick: a spread of the same (every bit width, pruning 30-90%, three combinations) for a first look; tiny: one
+# config per method, for smoke tests.
 GRIDS = {
     "full": [DENSE, *((s, FULL_PRECISION_BITS) for s in PRUNING), *((0.0, b) for b in BITS),
              *((s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))],
-    "quick": [DENSE, (0.3, 32), (0.6, 32), (0.9, 32), (0.0, 8), (0.0, 4), (0.5, 4)],
+    "quick": [DENSE, *((s, FULL_PRECISION_BITS) for s in (0.3, 0.5, 0.7, 0.9)), *((0.0, b) for b in BITS),
+              (0.5, 8), (0.5, 4), (0.7, 4)],
     "tiny": [DENSE, (0.5, 32), (0.0, 4)],
 }
 

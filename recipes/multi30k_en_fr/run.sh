@@ -15,8 +15,10 @@ scores each with fairseq-generate --scoring sacrebleu on test_2016_flickr, and w
 model was best under each memory budget. A re-run with the same options resumes: finished steps are skipped.
 
 modes (pick one; each has its own default --out):
-  (default)         6 models (d2, d4 x h256, h512, h768), 90 s each; the full sweep (20 configs per model) on
-                    all 1,000 test sentences. Under 30 minutes on 2 CPU cores.
+  (default)         6 models (d2, d4 x h256, h512, h768), 2 min each; the quick sweep (12 configs per model:
+                    pruning 30-90%, 8/6/4/3 bits, three combinations) on the first 500 test sentences.
+                    Under 30 minutes on 2 CPU cores. For the paper's full sweep on every test sentence:
+                    --grid full --test-lines 0
   --quick           the same 6 sizes for 15 s each; 3 configs per model on the first 200 test sentences. ~5 min.
   --tiny            2 models for 4 s each on 2,000 training pairs; 3 configs on 40 test sentences (smoke test).
 
@@ -27,6 +29,7 @@ options:
   --budget MIN      training minutes per model (wall-clock, fairseq's --stop-time-hours)
   --archs "LIST"    the sizes, e.g. "d2_h256 d6_h512" (transformer_wmt_en_fr_<size>; see scripts/arch_table.py)
   --grid NAME       the sweep's compression grid: full, quick or tiny (see scripts/sweep.py --help)
+  --test-lines N    score the sweep on the first N test sentences (0: all 1,000)
   --beam N          beam size of the sweep's fairseq-generate (default: 4 on a GPU, 1 (greedy) on a CPU)
   --train-args "A"  more fairseq-train options (they come last, so they win), e.g. "--max-tokens 8192"
   --cpu             train on the CPU even if a GPU is there (on a GPU: fp16 mixed precision)
@@ -39,7 +42,7 @@ inverse-sqrt decay, label smoothing 0.1, 4,096-token batches); validation every 
 EOF
 }
 
-MODE=default OUT="" FROM="" BUDGET="" ARCHS="" GRID="" BEAM="" TRAIN_EXTRA=""
+MODE=default OUT="" FROM="" BUDGET="" ARCHS="" GRID="" TEST_LINES="" BEAM="" TRAIN_EXTRA=""
 
 parse_args() {
     while (($#)); do
@@ -51,6 +54,7 @@ parse_args() {
             --budget) need_value "$@"; BUDGET=$2; shift ;;
             --archs) need_value "$@"; ARCHS=$2; shift ;;
             --grid) need_value "$@"; GRID=$2; shift ;;
+            --test-lines) need_value "$@"; TEST_LINES=$2; shift ;;
             --beam) need_value "$@"; BEAM=$2; shift ;;
             --train-args) need_value "$@"; TRAIN_EXTRA=$2; shift ;;
             --cpu) FORCE_CPU=1 ;;
@@ -63,13 +67,13 @@ parse_args() {
 
 # Per mode: data size, sizes, budget, sweep grid and how many test sentences it scores (0 = all of them).
 set_mode_defaults() {
-    local archs budget grid
+    local archs budget grid test_lines
     case $MODE in
-        default) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=1.5 grid=full TEST_LINES=0
+        default) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=2 grid=quick test_lines=500
             PREPARE_ARGS=() ;;
-        quick) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=0.25 grid=tiny TEST_LINES=200
+        quick) archs="d2_h256 d2_h512 d2_h768 d4_h256 d4_h512 d4_h768" budget=0.25 grid=tiny test_lines=200
             PREPARE_ARGS=() ;;
-        tiny) archs="d2_h256 d2_h512" budget=0.067 grid=tiny TEST_LINES=40
+        tiny) archs="d2_h256 d2_h512" budget=0.067 grid=tiny test_lines=40
             PREPARE_ARGS=(--train-size 2000 --vocab-size 1000) ;;
     esac
     local suffix=""
@@ -78,6 +82,7 @@ set_mode_defaults() {
     ARCHS=${ARCHS:-$archs}
     BUDGET=${BUDGET:-$budget}
     GRID=${GRID:-$grid}
+    TEST_LINES=${TEST_LINES:-$test_lines}
     if [[ -z $FROM && -f $SHARED_DATA/multi30k/train.en.gz ]]; then
         FROM=$SHARED_DATA/multi30k
     fi
@@ -88,6 +93,8 @@ check_inputs() {
     [[ -z $FROM || -d $FROM ]] || usage_error "--from $FROM: no such folder"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] && [[ $BUDGET != 0 ]] || usage_error "--budget $BUDGET: expected minutes > 0"
     [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ $TEST_LINES =~ ^[0-9]+$ ]] && ((TEST_LINES <= 1000)) ||
+        usage_error "--test-lines $TEST_LINES: expected a whole number from 0 (all) to 1000"
     [[ -z $BEAM || $BEAM =~ ^[1-9][0-9]*$ ]] || usage_error "--beam $BEAM: expected a whole number > 0"
     # shellcheck disable=SC2086  # a list of sizes
     check_archs transformer_wmt_en_fr_ $ARCHS
@@ -161,7 +168,7 @@ main() {
     detect_device
     local started=$SECONDS
     settings_guard "$OUT" "mode=$MODE" "archs=$ARCHS" "budget_min=$BUDGET" "grid=$GRID" \
-        "beam=${BEAM:-auto}" "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
+        "test_lines=$TEST_LINES" "beam=${BEAM:-auto}" "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
     say "mode $MODE on $DEVICE: $(wc -w <<<"$ARCHS") models x $BUDGET min, sweep grid $GRID, into $OUT"
     step 1 4 "data"
     prepare_data
