@@ -6,7 +6,9 @@
 
 Translation: fairseq-generate --scoring sacrebleu (metric bleu). masked_lm: fairseq-validate (metric loss, base 2;
 ppl = 2 ** loss). sentence_prediction: fairseq-validate (metric accuracy). Each run uses the plugin's
-compressed_<task> with --prune-sparsity / --quant-bits, and the memory it reports in its `compressed {json}` line.
+compressed_<task> with --prune-sparsity / --quant-bits (--grid speed: --prune-heads / --prune-ffn / --int8-kernels),
+and the memory it reports in its `compressed {json}` line. Translation records also keep fairseq-generate's decoding
+speed (tokens/s, ms per sentence).
 
 One JSON line per result is appended to --out (fields: fairseq_ext/analysis/sweep_results.py); results already
 there are skipped, so an interrupted sweep resumes. A failed run stops the sweep with its output's last lines.
@@ -35,23 +37,37 @@ def import_analysis_without_fairseq():
 
 import_analysis_without_fairseq()
 from fairseq_ext.analysis import AnalysisError  # noqa: E402
-from fairseq_ext.analysis.fairseq_output import compressed_summary, sacrebleu_score, validation_metric  # noqa: E402
+from fairseq_ext.analysis.fairseq_output import (  # noqa: E402
+    compressed_summary, generation_speed, sacrebleu_score, validation_metric,
+)
 from fairseq_ext.analysis.sweep_results import (  # noqa: E402
-    FULL_PRECISION_BITS, append_record, config_key, level_label, load_records, method_of,
+    FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, config_key, level_label, load_records, record_method,
 )
 
 PRUNING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 BITS = [8, 6, 4, 3]
-DENSE = (0.0, FULL_PRECISION_BITS)
-# (sparsity, bits) per config. full: the paper's sweeps, pruning 10-90% and 8/6/4/3 bits, and both combined;
-# quick: a spread of the same (every bit width, pruning 30-90%, three combinations) for a first look; tiny: one
+
+
+def config(sparsity=0.0, bits=FULL_PRECISION_BITS, prune_heads=0.0, prune_ffn=0.0, int8=False):
+    """One compression config of a grid; the speed settings only where on, as in the sweep's records."""
+    speed = {"prune_heads": prune_heads, "prune_ffn": prune_ffn, "int8": int8}
+    return {"sparsity": sparsity, "bits": bits, **{k: v for k, v in speed.items() if v != SPEED_DEFAULTS[k]}}
+
+
+DENSE = config()
+# full: the paper's sweeps, pruning 10-90% and 8/6/4/3 bits, and both combined; quick: a spread of the same
+# (every bit width, pruning 30-90%, three combinations) for a first look; speed: structured pruning and real int8
+# kernels, for decoding speed on dense hardware (each record also has fairseq-generate's tokens/s); tiny: one
 # config per method, for smoke tests.
 GRIDS = {
-    "full": [DENSE, *((s, FULL_PRECISION_BITS) for s in PRUNING), *((0.0, b) for b in BITS),
-             *((s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))],
-    "quick": [DENSE, *((s, FULL_PRECISION_BITS) for s in (0.3, 0.5, 0.7, 0.9)), *((0.0, b) for b in BITS),
-              (0.5, 8), (0.5, 4), (0.7, 4)],
-    "tiny": [DENSE, (0.5, 32), (0.0, 4)],
+    "full": [DENSE, *(config(s) for s in PRUNING), *(config(bits=b) for b in BITS),
+             *(config(s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))],
+    "quick": [DENSE, *(config(s) for s in (0.3, 0.5, 0.7, 0.9)), *(config(bits=b) for b in BITS),
+              config(0.5, 8), config(0.5, 4), config(0.7, 4)],
+    "speed": [DENSE, config(prune_heads=0.25), config(prune_heads=0.5), config(prune_ffn=0.25),
+              config(prune_ffn=0.5), config(prune_heads=0.25, prune_ffn=0.5), config(int8=True),
+              config(prune_heads=0.25, prune_ffn=0.5, int8=True)],
+    "tiny": [DENSE, config(0.5), config(bits=4)],
 }
 
 
@@ -134,9 +150,15 @@ def previous_results(out, task, subset):
     return records
 
 
-def command(args, tool, extra, checkpoint, sparsity, bits):
+def speed_flags(entry):
+    """--prune-heads / --prune-ffn / --int8-kernels for a config (int8 kernels run on the CPU: --cpu)."""
+    flags = [f"--{name.replace('_', '-')}={entry[name]}" for name in ("prune_heads", "prune_ffn") if entry.get(name)]
+    return flags + (["--int8-kernels", "--cpu"] if entry.get("int8") else [])
+
+
+def command(args, tool, extra, entry):
     base = [tool, str(args.data), "--user-dir", str(REPO / "fairseq_ext"), "--task", f"compressed_{args.task}",
-            "--path", str(checkpoint), *TASKS[args.task].tool_args]
+            "--path", entry["checkpoint"], *TASKS[args.task].tool_args]
     if args.task == "translation":
         base += ["--gen-subset", args.subset]
         base += (["--bpe", "sentencepiece", "--sentencepiece-model", str(args.spm)] if args.spm
@@ -144,7 +166,8 @@ def command(args, tool, extra, checkpoint, sparsity, bits):
     else:
         base += ["--valid-subset", args.subset]
     # The user's --generate-args come last: fairseq's argparse lets the last occurrence of an option win.
-    return [*base, "--prune-sparsity", str(sparsity), "--quant-bits", str(bits), *extra]
+    return [*base, "--prune-sparsity", str(entry["sparsity"]), "--quant-bits", str(entry["bits"]), *speed_flags(entry),
+            *extra]
 
 
 def config_name(entry):
@@ -153,7 +176,7 @@ def config_name(entry):
 
 def evaluate(args, task, tool, extra, entry):
     """Run one config of the plan; its record, or SweepError with the tool's last lines when it fails."""
-    cmd = command(args, tool, extra, entry["checkpoint"], entry["sparsity"], entry["bits"])
+    cmd = command(args, tool, extra, entry)
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.monotonic() - started
@@ -166,14 +189,20 @@ def evaluate(args, task, tool, extra, entry):
         summary = compressed_summary(output)
         if summary is None:
             raise AnalysisError(f"{task.tool} printed no 'compressed {{json}}' line (--task compressed_{args.task})")
+        speed = {}
+        if args.task == "translation":
+            speed = dict(zip(("tokens_per_s", "latency_ms"), (round(x, 3) for x in generation_speed(output))))
     except AnalysisError as error:
         tail = "\n".join("    " + line[:300] for line in output.splitlines()[-25:])  # the config dump is one line
         raise SweepError(f"{config_name(entry)} failed: {error}\n"
                          f"  command: {shlex.join(cmd)}\n  output ends:\n{tail}") from None
+    # With structured pruning or int8 kernels the memory is that of the weights as they run (runtime_mb).
+    memory = summary.get("runtime_mb", summary["compressed_mb"])
     return {
-        **entry, "params": int(summary["params"]), "method": method_of(entry["sparsity"], entry["bits"]),
-        "compressed_mb": float(summary["compressed_mb"]), "fp32_mb": float(summary["fp32_mb"]),
+        **entry, "params": int(summary["params"]), "method": record_method(entry),
+        "compressed_mb": float(memory), "fp32_mb": float(summary["fp32_mb"]),
         "metric": task.metric, "value": value, "higher_is_better": task.higher_is_better, "seconds": round(seconds, 2),
+        **speed,
     }
 
 
@@ -188,9 +217,8 @@ def sweep(args):
     args.subset = args.subset or task.default_subset
     tool, extra = check_inputs(args, task)
     done = {config_key(record) for record in previous_results(args.out, task, args.subset)}
-    plan = [{"model": name, "checkpoint": str(path.resolve()), "sparsity": sparsity, "bits": bits,
-             "subset": args.subset}
-            for name, path in args.checkpoint for sparsity, bits in GRIDS[args.grid]]
+    plan = [{"model": name, "checkpoint": str(path.resolve()), **settings, "subset": args.subset}
+            for name, path in args.checkpoint for settings in GRIDS[args.grid]]
     todo = [entry for entry in plan if config_key(entry) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if len(todo) < len(plan):
@@ -213,8 +241,7 @@ def log(message):
 
 
 def parser():
-    grids = "; ".join(f"{name} ({len(configs)}): " + ", ".join(level_label({"sparsity": s, "bits": b})
-                                                               for s, b in configs)
+    grids = "; ".join(f"{name} ({len(configs)}): " + ", ".join(map(level_label, configs))
                       for name, configs in GRIDS.items())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"grids: {grids}")
     p.add_argument("--data", type=Path, required=True, help="the binarized data folder (fairseq-preprocess output)")

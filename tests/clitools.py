@@ -14,7 +14,9 @@ DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data"))
 def clean_env(**extra):
     """The environment of a user who exported nothing: in particular no switch that turns safe loading off."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE_")}
-    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"), **extra)
+    # Under pytest-xdist two workers share the 2 cores: one thread per fairseq process avoids oversubscription.
+    threads = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", threads), **extra)
     return env
 
 

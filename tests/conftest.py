@@ -19,9 +19,21 @@ TRAIN_SETTINGS = [
 ]
 
 
+# Test files whose tests share a fixture that costs minutes: under pytest-xdist (make test runs two workers)
+# they must run on one worker, or each worker would build the fixture again.
+SHARED_FIXTURE_GROUPS = {"test_analysis_e2e.py": "compression_study", "test_sweep_e2e.py": "compression_study"}
+# Files whose tests share nothing costly: each test may go to any worker.
+INDEPENDENT_TESTS = {"test_recipes.py"}
+
+
 def pytest_collection_modifyitems(items):
-    """Run the quick unit tests first, so a broken core fails fast before the minutes of CLI runs."""
+    """Run the quick unit tests first, so a broken core fails fast before the minutes of CLI runs; group the
+    tests for `pytest -n 2 --dist loadgroup` so that module and session fixtures are built once."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    for item in items:
+        file = item.path.name
+        group = item.nodeid if file in INDEPENDENT_TESTS else SHARED_FIXTURE_GROUPS.get(file, file)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

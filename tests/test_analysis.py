@@ -1,5 +1,6 @@
 """fairseq_ext.analysis on generated inputs: the frontier, selection and log-reading properties, for any data."""
 import json
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ from clitools import REPO
 from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.frontier import dominates, pareto_frontier
 from fairseq_ext.analysis.selection import describe, rank, select
-from fairseq_ext.analysis.sweep_results import FIELDS, check_record, config_key, method_of
+from fairseq_ext.analysis.fairseq_output import generation_speed
+from fairseq_ext.analysis.sweep_results import FIELDS, check_record, config_key, level_label, method_of, record_method
 from fairseq_ext.analysis.training_log import read_training_log, wall_at
 
 MODEL_PARAMS = {"small": 1_000, "base": 5_000, "big": 20_000}
@@ -158,3 +160,46 @@ def test_analyze_runs_without_fairseq_or_torch():
     assert proc.returncode == 0, proc.stderr
     for command in ("convergence", "frontier", "select", "report"):
         assert command in proc.stdout
+
+
+def speed_record(**settings):
+    record = {"model": "big", "checkpoint": "big.pt", "params": 20_000, "sparsity": 0.0, "bits": 32,
+              "compressed_mb": 1.0, "fp32_mb": 2.0, "metric": "bleu", "value": 20.0, "higher_is_better": True,
+              "subset": "test", "seconds": 1.0, **settings}
+    record["method"] = record_method(record)
+    return record
+
+
+def test_speed_settings_name_the_method_label_the_config_and_keep_configs_apart():
+    heads = speed_record(prune_heads=0.25, prune_ffn=0.5)
+    int8 = speed_record(int8=True)
+    both = speed_record(prune_ffn=0.5, int8=True, tokens_per_s=812.5, latency_ms=35.2)
+    assert [r["method"] for r in (speed_record(), heads, int8, both)] == ["dense", "structured", "int8",
+                                                                          "structured+int8"]
+    assert level_label(heads) == "25% heads + 50% FFN removed"
+    assert level_label(both) == "50% FFN removed + int8 kernels"
+    assert method_of(0.5, 4, 0.25, 0.0, True) == "prune+quant+structured+int8"
+    # Old records (no speed fields) keep their key: a sweep resumed by this version repeats nothing.
+    assert config_key(speed_record()) == config_key({**speed_record(), "prune_heads": 0.0, "int8": False})
+    assert len({config_key(r) for r in (speed_record(), heads, int8, both)}) == 4
+    for record in (heads, int8, both):
+        check_record(record, "sweep.jsonl:1")
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"method": "dense"}, "method 'dense' does not match its config (25% heads removed: structured)"),
+    ({"tokens_per_s": "fast"}, "tokens_per_s='fast' is not a float"),
+    ({"int8": 1}, "int8=1 is not a bool"),
+])
+def test_a_wrong_speed_field_is_named(change, named):
+    with pytest.raises(AnalysisError, match=re.escape(named)):
+        check_record({**speed_record(prune_heads=0.25), **change}, "sweep.jsonl:3")
+
+
+def test_decoding_speed_is_read_from_fairseq_generates_own_line():
+    output = ("2026-11-26 21:00:01 | INFO | fairseq_cli.generate | Translated 1,000 sentences (15,432 tokens) in "
+              "12.3s (81.30 sentences/s, 1254.63 tokens/s)\nGenerate test with beam=1: BLEU = 20.10 ...")
+    tokens_per_s, latency_ms = generation_speed(output)
+    assert tokens_per_s == 1254.63 and latency_ms == pytest.approx(1000 / 81.30)
+    with pytest.raises(AnalysisError, match="no 'Translated N sentences"):
+        generation_speed("Generate test with beam=1: BLEU = 20.10")

@@ -16,6 +16,7 @@ from fairseq_ext.compression.int8 import (
     int8_engine,
     int8_linears,
     quantize_linears_int8,
+    runtime_bytes,
 )
 from fairseq_ext.models.grid import build_for_vocab
 
@@ -137,3 +138,14 @@ def test_unsupported_settings_raise_clear_errors():
         int8_engine("tpu")
     with pytest.raises(ValueError, match="fp32"):
         quantize_linears_int8(nn.Sequential(nn.Linear(4, 4)).half())
+
+
+def test_runtime_bytes_count_the_weights_as_they_run():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 4, bias=False))
+    model[3].weight = nn.Parameter(torch.randn(4, 16))
+    embedding, linear, norm, head = 10 * 8, 8 * 16 + 16, 2 * 16, 16 * 4
+    assert runtime_bytes(model) == 4 * (embedding + linear + norm + head)
+    quantize_linears_int8(model)
+    # int8 codes, one fp32 scale per output row, fp32 bias; the embedding and the LayerNorm stay fp32.
+    assert runtime_bytes(model) == 4 * (embedding + norm) + (8 * 16 + 4 * 16 + 4 * 16) + (16 * 4 + 4 * 4)

@@ -27,8 +27,8 @@ def test_every_model_is_measured_once_under_every_config_of_the_grid(compression
     records = records_of(compression_study.out / "sweep.jsonl")
     for record in records:
         check_record(record, "sweep.jsonl")
-    expected = {(name, sparsity, bits)
-                for name in compression_study.train_output for sparsity, bits in sweep.GRIDS["tiny"]}
+    expected = {(name, config["sparsity"], config["bits"])
+                for name in compression_study.train_output for config in sweep.GRIDS["tiny"]}
     assert sorted((r["model"], r["sparsity"], r["bits"]) for r in records) == sorted(expected)
     for record in records:
         assert record["params"] == params_logged_by_fairseq_train(compression_study.train_output[record["model"]])
@@ -47,6 +47,39 @@ def test_progress_names_model_config_and_eta(compression_study):
     assert len(progress) == 2 * total  # a line as each config starts, one as it ends
     assert progress[0].startswith(f"sweep.py: [1/{total}] small dense")
     assert f"[{total}/{total}] large" in progress[-1] and "elapsed" in progress[-1] and "ETA 0m00s" in progress[-1]
+
+
+def test_speed_grid_measures_structured_pruning_and_int8_kernels_and_the_report_shows_them(compression_study,
+                                                                                            tmp_path):
+    """--grid speed on the 2-head, 128-neuron model: real --prune-heads/--prune-ffn/--int8-kernels runs, each
+    with the memory of the weights as they run and fairseq-generate's decoding speed, then the report's section."""
+    run_dir = tmp_path / "run"
+    checkpoint = compression_study.out / "train" / "large" / "checkpoint_last.pt"
+    out = run(["scripts/sweep.py", "--data", compression_study.data, "--task", "translation", "--grid", "speed",
+               "--out", run_dir / "sweep.jsonl", "--checkpoint", f"large={checkpoint}",
+               "--generate-args", "--beam 1 --max-len-a 0 --max-len-b 5"]).output
+    records = {sweep.level_label(r): r for r in records_of(run_dir / "sweep.jsonl")}
+    assert list(records) == [sweep.level_label(c) for c in sweep.GRIDS["speed"]], out
+    dense = records["dense"]
+    for label, record in records.items():
+        check_record(record, label)
+        assert record["tokens_per_s"] > 0 and record["latency_ms"] > 0 and 0 <= record["value"] <= 100
+    # 25% of 2 heads rounds down to none removed: the model and its memory are the dense ones.
+    assert records["25% heads removed"]["compressed_mb"] == pytest.approx(dense["fp32_mb"])
+    # One of two heads: q/k/v lose half their rows and out_proj half its columns, in all 3 attention modules.
+    half_heads = records["50% heads removed"]
+    assert half_heads["method"] == "structured" and half_heads["compressed_mb"] < dense["compressed_mb"]
+    assert records["50% FFN removed"]["compressed_mb"] < records["25% FFN removed"]["compressed_mb"] < dense["compressed_mb"]
+    # int8 Linears: 1 byte a weight plus fp32 scales and biases; the (tied) embedding stays fp32.
+    int8 = records["int8 kernels"]
+    assert int8["method"] == "int8" and int8["compressed_mb"] < dense["compressed_mb"]
+    both = records["25% heads + 50% FFN removed + int8 kernels"]
+    assert both["method"] == "structured+int8" and both["compressed_mb"] < int8["compressed_mb"]
+
+    report = run(["scripts/analyze.py", "report", "--run", run_dir]).output
+    text = (run_dir / "report" / "report.md").read_text()
+    assert "## Decoding speed" in text and (run_dir / "report" / "speed.png").stat().st_size > 0, report
+    assert "### Structured pruning and int8 kernels" in text
 
 
 def test_a_rerun_resumes_and_repeats_nothing(compression_study, multi30k_2k):

@@ -12,6 +12,7 @@ from . import AnalysisError
 BLEU_LINE = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
 COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$")
 COMPRESSED_KEYS = ("sparsity", "bits", "compressed_mb", "fp32_mb", "params")
+SPEED_LINE = re.compile(r"Translated [\d,]+ sentences \([\d,]+ tokens\) in [\d.]+s \(([\d.]+) sentences/s, ([\d.]+) tokens/s\)")
 
 
 def sacrebleu_score(output):
@@ -20,6 +21,18 @@ def sacrebleu_score(output):
     if not scores:
         raise AnalysisError("no 'Generate ... BLEU = ' line in the fairseq-generate output")
     return float(scores[-1])
+
+
+def generation_speed(output):
+    """(tokens_per_s, latency_ms) of fairseq-generate's `Translated N sentences (T tokens) in S s (x sentences/s,
+    y tokens/s)` line: decoding time only (no start-up, no checkpoint loading); latency is ms per sentence."""
+    speeds = SPEED_LINE.findall(output)
+    if not speeds:
+        raise AnalysisError("no 'Translated N sentences ... tokens/s' line in the fairseq-generate output")
+    sentences_per_s, tokens_per_s = map(float, speeds[-1])
+    if sentences_per_s <= 0:
+        raise AnalysisError("fairseq-generate translated no sentence")
+    return tokens_per_s, 1000.0 / sentences_per_s
 
 
 def validation_metric(output, subset, metric):

@@ -33,3 +33,10 @@ def pruning_records(records):
 
 def quantization_records(records):
     return [r for r in records if r["method"] in ("dense", "quant")]
+
+
+def speed_records(records):
+    """Dense and the configs made for decoding speed: structured pruning, int8 kernels, both (none if the sweep
+    had no such config)."""
+    speed = [r for r in records if r["method"] in ("structured", "int8", "structured+int8")]
+    return [r for r in records if r["method"] == "dense"] + speed if speed else []

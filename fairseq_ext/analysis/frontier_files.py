@@ -3,11 +3,12 @@
     all            every config: the deployment question
     pruning        dense and pruning-only configs
     quantization   dense and quantization-only configs
+    speed          dense, structured pruning and int8-kernel configs (their memory is that of the running weights)
 """
 from dataclasses import dataclass
 from pathlib import Path
 
-from .frontier import pareto_frontier, pruning_records, quantization_records
+from .frontier import pareto_frontier, pruning_records, quantization_records, speed_records
 from .plots import PlottingUnavailable, plot_frontier
 from .sweep_results import level_label, models_by_size
 from .tables import markdown_table, write_csv, write_json
@@ -16,9 +17,10 @@ VIEWS = {
     "all": (lambda records: records, "every compression config"),
     "pruning": (pruning_records, "magnitude pruning only"),
     "quantization": (quantization_records, "quantization only"),
+    "speed": (speed_records, "structured pruning and int8 kernels"),
 }
-COLUMNS = ["model", "params", "method", "level", "sparsity", "bits", "compressed_mb", "fp32_mb", "metric", "value",
-           "on_frontier", "checkpoint", "subset"]
+COLUMNS = ["model", "params", "method", "level", "sparsity", "bits", "prune_heads", "prune_ffn", "int8", "compressed_mb",
+           "fp32_mb", "metric", "value", "tokens_per_s", "latency_ms", "on_frontier", "checkpoint", "subset"]
 
 
 @dataclass(frozen=True)

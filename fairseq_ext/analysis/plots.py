@@ -6,7 +6,8 @@ from .tables import number_text, params_text
 
 INSTALL_HINT = ("plots need matplotlib, which is not installed: pip install matplotlib "
                 "(or pip install -e '.[plots]'); the tables were written without it")
-METHOD_MARKERS = {"dense": "o", "prune": "^", "quant": "s", "prune+quant": "D"}
+METHOD_MARKERS = {"dense": "o", "prune": "^", "quant": "s", "prune+quant": "D", "structured": "v", "int8": "P",
+                  "structured+int8": "X"}
 MAX_FRONTIER_LABELS = 12  # beyond this the labels cover the points they name
 
 
@@ -107,6 +108,36 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
     handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
     handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
                           label="Pareto frontier"))
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    save(plt, fig, path)
+
+
+def plot_speed(records, path, order=None):
+    """The metric against fairseq-generate's decoding speed (tokens/s), one point per config with a speed,
+    each model's dense config joined to its others by a thin line."""
+    plt = pyplot()
+    from matplotlib.lines import Line2D
+
+    records = [r for r in records if r.get("tokens_per_s")]
+    sizes = models_by_size(records)
+    colors = model_colors(plt, [name for name, _ in sizes], order)
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    for name, _ in sizes:
+        own = sorted((r for r in records if r["model"] == name), key=lambda r: r["tokens_per_s"])
+        ax.plot([r["tokens_per_s"] for r in own], [r["value"] for r in own], color=colors[name], alpha=0.4,
+                linewidth=1)
+        for record in own:
+            ax.scatter(record["tokens_per_s"], record["value"], color=colors[name], s=28, zorder=3,
+                       marker=METHOD_MARKERS[record["method"]])
+    metric = records[0]["metric"]
+    ax.set_xlabel("decoding speed (fairseq-generate tokens/s)")
+    ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
+    ax.set_title(f"{metric} vs decoding speed")
+    ax.grid(alpha=0.3)
+    methods = [m for m in METHOD_MARKERS if any(r["method"] == m for r in records)]
+    handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)} params)")
+               for name, p in sizes]
+    handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
     ax.legend(handles=handles, fontsize=8, loc="best")
     save(plt, fig, path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from . import AnalysisError
 from .convergence_files import write_convergence
 from .frontier_files import frontier_markdown, write_frontier
+from .plots import PlottingUnavailable, plot_speed
 from .selection import describe, select
 from .sweep_results import level_label, models_by_size, read_sweep
 from .tables import markdown_table, number_text, params_text, write_json
@@ -46,6 +47,10 @@ def write_report(run, out=None, metric="valid_loss", target=None):
         write_json(out / "budgets.json", budgets)
         sections += [frontier_section(frontier, out), budget_section(budgets, records)]
         problems.append(frontier.plot_problem)
+        if any(r.get("tokens_per_s") for r in records):
+            speed, problem = speed_section(records, out, order)
+            sections.append(speed)
+            problems.append(problem)
     else:
         sections.append("## Compression\n\nNo compression sweep (`sweep.jsonl`) in the run folder.")
     problem = next((p for p in problems if p), None)
@@ -185,3 +190,41 @@ def budget_section(rows, records):
     lines += ["", "Each config was evaluated once (one checkpoint per size, one seed): the report does not "
                   "test whether small differences are significant."]
     return "\n".join(lines)
+
+
+def speed_rows(records):
+    """Per model, smallest first, every config with a measured speed, fastest first, with its speed-up over that
+    model's dense config."""
+    rows = []
+    for name, params in models_by_size(records):
+        own = [r for r in records if r["model"] == name and r.get("tokens_per_s")]
+        dense = next((r for r in own if r["method"] == "dense"), None)
+        for r in sorted(own, key=lambda r: -r["tokens_per_s"]):
+            rows.append({"model": name, "params": params_text(params), "compression": level_label(r),
+                         "value": r["value"], "tokens_per_s": r["tokens_per_s"], "latency_ms": r.get("latency_ms"),
+                         "speedup": r["tokens_per_s"] / dense["tokens_per_s"] if dense else None,
+                         "compressed_mb": r["compressed_mb"]})
+    return rows
+
+
+def speed_section(records, out, order):
+    """The metric against decoding speed: what structured pruning and int8 kernels buy, and cost."""
+    metric = records[0]["metric"]
+    rows = speed_rows(records)
+    write_json(out / "speed.json", rows)
+    lines = ["## Decoding speed", "",
+             "fairseq-generate's own decoding speed (generation time only: no start-up, no checkpoint loading) of "
+             "every config, measured once inside the sweep, which may run several evaluations side by side: read "
+             "the speed-ups as indications and measure them with `scripts/bench_generate.py` (alternated runs, "
+             "ratios). Memory of structured and int8 configs is that of the weights as they run.", ""]
+    problem = None
+    try:
+        plot_speed(records, out / "speed.png", order)
+        lines += ["![speed](speed.png)", ""]
+    except PlottingUnavailable as error:
+        problem = str(error)
+    lines.append(markdown_table(rows, ["model", "params", "compression", "value", "tokens_per_s", "speedup",
+                                       "latency_ms", "compressed_mb"],
+                                ["model", "params", "compression", metric, "tokens/s", "x dense", "ms/sentence",
+                                 "MB"]))
+    return "\n".join(lines), problem

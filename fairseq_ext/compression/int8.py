@@ -37,7 +37,7 @@ with warnings.catch_warnings():  # torch.ao.quantization announces its move to t
 
 __all__ = [
     "Int8Linear", "ENGINE_CHOICES", "int8_engine", "check_int8_supported", "quantize_linears_int8", "int8_linears",
-    "count_calls", "disable_attention_fast_path",
+    "count_calls", "disable_attention_fast_path", "runtime_bytes",
 ]
 
 # Quantized CPU engines for "auto", best first: x86 (fbgemm + oneDNN), fbgemm (x86 AVX2/AVX512), qnnpack (ARM).
@@ -145,6 +145,16 @@ def _pack(linear, engine):
 def int8_linears(model):
     """``{qualified name: module}`` of the int8 Linears in ``model``."""
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+
+
+def runtime_bytes(model):
+    """Bytes of the weights as ``model`` runs: its (distinct) float parameters at their dtype, plus, per int8
+    Linear, the int8 weight, one fp32 scale per output row and the fp32 bias."""
+    total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    for module in int8_linears(model).values():
+        weight, bias = module._weight_bias()
+        total += weight.numel() + 4 * weight.shape[0] + (0 if bias is None else bias.numel() * bias.element_size())
+    return total
 
 
 @contextlib.contextmanager

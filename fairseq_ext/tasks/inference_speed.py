@@ -14,7 +14,7 @@ be), and an int8 model refuses to be moved to a GPU or cast to fp16/bf16 (what -
 """
 import torch
 
-from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine, quantize_linears_int8
+from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine, quantize_linears_int8, runtime_bytes
 from fairseq_ext.compression.structured import structured_prune
 
 SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine")
@@ -80,4 +80,6 @@ def apply_speed_flags(v, model):
         figures["int8_linears"] = len(quantize_linears_int8(model, engine=v["int8_engine"]))
         figures["int8_engine"] = int8_engine(v["int8_engine"])
         _guard_cpu_fp32(model)
+    if figures:
+        figures["runtime_mb"] = runtime_bytes(model) / 1e6
     return figures
