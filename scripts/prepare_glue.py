@@ -16,13 +16,12 @@ import argparse
 import csv
 import os
 import shutil
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_multi30k import PrepareError, sha256  # noqa: E402
+from prepare_multi30k import PrepareError, fairseq_preprocess, sha256  # noqa: E402
 
 # task -> (text columns, label column, dev file name): the GLUE tsv headers.
 TASKS = {
@@ -95,16 +94,12 @@ def write_split(examples, spm_model, bpe_dir, split):
 
 
 def binarize(bpe_dir, bin_dir, dictionary, inputs, workers):
-    preprocess = Path(sys.executable).parent / "fairseq-preprocess"
-    if not preprocess.exists():
-        raise PrepareError("fairseq-preprocess not found: run `make setup` and use .venv/bin/python")
     tmp = bin_dir.with_name(bin_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    fields = [(f"input{i}", ["--srcdict", str(dictionary)]) for i in range(inputs)] + [("label", [])]
+    fields = [(f"input{i}", ["--srcdict", dictionary]) for i in range(inputs)] + [("label", [])]
     for field, dict_args in fields:
-        subprocess.run([str(preprocess), "--only-source", "--trainpref", str(bpe_dir / f"train.{field}"),
-                        "--validpref", str(bpe_dir / f"valid.{field}"), "--destdir", str(tmp / field),
-                        "--workers", str(workers), *dict_args], check=True)
+        fairseq_preprocess("--only-source", "--trainpref", bpe_dir / f"train.{field}", "--validpref",
+                           bpe_dir / f"valid.{field}", "--destdir", tmp / field, "--workers", workers, *dict_args)
     os.replace(tmp, bin_dir)
 
 

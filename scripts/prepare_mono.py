@@ -15,13 +15,12 @@ import gzip
 import itertools
 import os
 import shutil
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_multi30k import PrepareError, sha256  # noqa: E402
+from prepare_multi30k import PrepareError, fairseq_preprocess, sha256  # noqa: E402
 
 MIRROR = "https://github.com/multi30k/dataset/raw/master/data/task2/raw"
 SHA256 = {
@@ -117,14 +116,10 @@ def encode_file(model_file, source, target):
 
 
 def binarize(bpe_dir, bin_dir, workers):
-    preprocess = Path(sys.executable).parent / "fairseq-preprocess"
-    if not preprocess.exists():
-        raise PrepareError("fairseq-preprocess not found: run `make setup` and use .venv/bin/python")
     tmp = bin_dir.with_name(bin_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run([str(preprocess), "--only-source", "--trainpref", str(bpe_dir / "train.txt"),
-                    "--validpref", str(bpe_dir / "valid.txt"), "--destdir", str(tmp), "--workers", str(workers)],
-                   check=True)
+    fairseq_preprocess("--only-source", "--trainpref", bpe_dir / "train.txt", "--validpref", bpe_dir / "valid.txt",
+                       "--destdir", tmp, "--workers", workers)
     os.replace(tmp, bin_dir)
 
 

@@ -118,20 +118,23 @@ def encode(text_dir, bpe_dir, model_file):
             (bpe_dir / f"{split}.{lang}").write_text("\n".join(" ".join(p) for p in pieces) + "\n", encoding="utf-8")
 
 
-def binarize(bpe_dir, bin_dir, workers):
-    preprocess = shutil.which("fairseq-preprocess", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    if preprocess is None:
+def fairseq_preprocess(*args):
+    """The venv's fairseq-preprocess with these arguments; its console output only on failure (on success
+    fairseq's own record of the run is DESTDIR/preprocess.log)."""
+    tool = shutil.which("fairseq-preprocess", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if tool is None:
         raise PrepareError("fairseq-preprocess not found: run `make setup` and use .venv/bin/python")
+    done = subprocess.run([tool, *map(str, args)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PrepareError(f"fairseq-preprocess failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def binarize(bpe_dir, bin_dir, workers):
     tmp = bin_dir.with_name(bin_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    done = subprocess.run(
-        [preprocess, "--source-lang", "en", "--target-lang", "fr",
-         "--trainpref", str(bpe_dir / "train"), "--validpref", str(bpe_dir / "valid"), "--testpref", str(bpe_dir / "test"),
-         "--destdir", str(tmp), "--joined-dictionary", "--workers", str(workers)],
-        capture_output=True, text=True,
-    )
-    if done.returncode != 0:  # on success fairseq's own record of the run is bin/preprocess.log
-        raise PrepareError(f"fairseq-preprocess failed (exit {done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    fairseq_preprocess("--source-lang", "en", "--target-lang", "fr", "--trainpref", bpe_dir / "train",
+                       "--validpref", bpe_dir / "valid", "--testpref", bpe_dir / "test", "--destdir", tmp,
+                       "--joined-dictionary", "--workers", workers)
     os.replace(tmp, bin_dir)
 
 
