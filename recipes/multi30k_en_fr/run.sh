@@ -28,7 +28,7 @@ options:
                     in $FAIRSEQ_EXT_DATA/multi30k if there, else downloaded from github.com/multi30k/dataset
   --budget MIN      training minutes per model (wall-clock, fairseq's --stop-time-hours)
   --archs "LIST"    the sizes, e.g. "d2_h256 d6_h512" (transformer_wmt_en_fr_<size>; see scripts/arch_table.py)
-  --grid NAME       the sweep's compression grid: full, quick or tiny (see scripts/sweep.py --help)
+  --grid NAME       the sweep's compression grid: full, quick, speed or tiny (see scripts/sweep.py --help)
   --test-lines N    score the sweep on the first N test sentences (0: all 1,000)
   --beam N          beam size of the sweep's fairseq-generate (default: 4 on a GPU, 1 (greedy) on a CPU)
   --train-args "A"  more fairseq-train options (they come last, so they win), e.g. "--max-tokens 8192"
@@ -92,7 +92,7 @@ check_inputs() {
     check_tools fairseq-generate
     [[ -z $FROM || -d $FROM ]] || usage_error "--from $FROM: no such folder"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] && [[ $BUDGET != 0 ]] || usage_error "--budget $BUDGET: expected minutes > 0"
-    [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ $GRID =~ ^(full|quick|speed|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick, speed or tiny"
     [[ $TEST_LINES =~ ^[0-9]+$ ]] && ((TEST_LINES <= 1000)) ||
         usage_error "--test-lines $TEST_LINES: expected a whole number from 0 (all) to 1000"
     [[ -z $BEAM || $BEAM =~ ^[1-9][0-9]*$ ]] || usage_error "--beam $BEAM: expected a whole number > 0"

@@ -27,7 +27,7 @@ options:
   --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768")
   --budget MIN       pretraining minutes per model (default: 3)
   --epochs N         fine-tuning epochs per task (default: 2)
-  --grid NAME        compression grid of the sweep: full, quick, tiny (default: full)
+  --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
   --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision)
   --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates
@@ -78,7 +78,7 @@ check_inputs() {
     check_tools fairseq-validate
     [[ -z $TEXT || -e $TEXT ]] || usage_error "--text $TEXT: no such file or folder"
     [[ -z $SST2 || -d $SST2 ]] || usage_error "--sst2 $SST2: no such folder"
-    [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ $GRID =~ ^(full|quick|speed|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick, speed or tiny"
     [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || usage_error "--epochs $EPOCHS: expected a whole number > 0"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected minutes > 0"
     local task

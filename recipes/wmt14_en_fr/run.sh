@@ -30,7 +30,7 @@ options:
   --lr LR              peak learning rate after --warmup updates (default: 7e-4), then inverse-sqrt decay
   --warmup N           warm-up updates (default: 4000)
   --vocab-size N       sentencepiece BPE size (default: 40000)
-  --grid NAME          compression grid of the sweep: full, quick, tiny (default: full)
+  --grid NAME          compression grid of the sweep: full, quick, speed, tiny (default: full)
   --train-args "A"     more fairseq-train options, last so they win (e.g. "--dropout 0.3 --max-update 300000")
   --cpu                train on the CPU even where a GPU is (on GPUs: fp16 mixed precision)
   --tiny               smoke test: 2k-piece BPE, one d2_h256 model for a few seconds, tiny sweep
@@ -104,7 +104,7 @@ check_inputs() {
         [[ $stage =~ ^(prepare|train|eval|sweep|report)$ ]] || usage_error "--stage $stage: expected prepare, train, eval, sweep or report"
     done
     [[ $LAUNCHER =~ ^(local|torchrun|slurm)$ ]] || usage_error "--launcher $LAUNCHER: expected local, torchrun or slurm"
-    [[ $GRID =~ ^(full|quick|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick or tiny"
+    [[ $GRID =~ ^(full|quick|speed|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick, speed or tiny"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected hours > 0"
     # shellcheck disable=SC2086  # a list of sizes
     check_archs transformer_wmt_en_fr_ $ARCHS
