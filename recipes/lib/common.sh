@@ -18,6 +18,9 @@ die() { printf '%s: error: %s\n' "$RECIPE" "$*" >&2; exit 1; }
 # A bad option: the one-line error, then where the usage is.
 usage_error() { die "$* (see --help)"; }
 
+# count_models "LIST": "1 model", "6 models".
+count_models() { local n; n=$(wc -w <<<"$1"); if ((n == 1)); then echo "1 model"; else echo "$n models"; fi; }
+
 # need_value "$@": the option in $1 takes a value, so there must be a next word, and not another option.
 need_value() { (($# >= 2)) && [[ $2 != --* ]] || usage_error "$1 needs a value"; }
 

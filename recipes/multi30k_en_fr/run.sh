@@ -169,10 +169,10 @@ main() {
     local started=$SECONDS
     settings_guard "$OUT" "mode=$MODE" "archs=$ARCHS" "budget_min=$BUDGET" "grid=$GRID" \
         "test_lines=$TEST_LINES" "beam=${BEAM:-auto}" "train_args=$TRAIN_EXTRA" "device=$DEVICE" "from=${FROM:-download}"
-    say "mode $MODE on $DEVICE: $(wc -w <<<"$ARCHS") models x $BUDGET min, sweep grid $GRID, into $OUT"
+    say "mode $MODE on $DEVICE: $(count_models "$ARCHS") x $BUDGET min, sweep grid $GRID, into $OUT"
     step 1 4 "data"
     prepare_data
-    step 2 4 "training $(wc -w <<<"$ARCHS") models for $BUDGET min each"
+    step 2 4 "training $(count_models "$ARCHS") for $BUDGET min each"
     train_models
     local scored="all of test_2016_flickr"
     if ((TEST_LINES > 0)); then scored="the first $TEST_LINES sentences of test_2016_flickr"; fi

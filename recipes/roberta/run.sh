@@ -180,7 +180,7 @@ main() {
     local task
     step 1 5 "data: pretraining text and ${TASKS[*]}"
     prepare
-    step 2 5 "pretraining $(wc -w <<<"$ARCHS") models for $BUDGET min each"
+    step 2 5 "pretraining $(count_models "$ARCHS") for $BUDGET min each"
     pretrain
     step 3 5 "fine-tuning on ${TASKS[*]}"
     for task in "${TASKS[@]}"; do finetune "$task"; done
