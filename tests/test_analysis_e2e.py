@@ -107,12 +107,30 @@ def test_select_picks_the_best_config_that_fits_each_budget(compression_study, c
     assert "nothing fits" in capsys.readouterr().out
 
 
+def test_a_latency_budget_uses_the_decoding_speed_the_sweep_measured(compression_study, capsys):
+    records = sweep_records(compression_study)
+    sweep = str(compression_study.out / "sweep.jsonl")
+    assert all(r["latency_ms"] > 0 for r in records)
+    max_mb = max(r["compressed_mb"] for r in records)
+    for max_ms in sorted({r["latency_ms"] for r in records}):
+        assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(max_ms)]) == 0
+        line = capsys.readouterr().out.strip()
+        fast = [r for r in records if r["latency_ms"] <= max_ms]
+        best = min(fast, key=lambda r: (-r["value"], r["compressed_mb"], r["params"], r["model"]))
+        assert line.startswith(f"under {number_text(max_mb)} MB and {number_text(max_ms)} ms"), line
+        assert f"best is {best['model']} (" in line, line
+    fastest = min(r["latency_ms"] for r in records)
+    assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(fastest / 2)]) == 1
+
+
 def test_report_holds_tables_plots_and_the_budget_answers(report, compression_study):
     text = (report / "report.md").read_text()
     for png in report.glob("*.png"):
         assert_png(png)
         assert f"]({png.name})" in text  # embedded
-    assert len(list(report.glob("*.png"))) == 5  # 2 convergence + 3 frontier views
+    # 2 convergence + 3 frontier views + metric vs decoding speed (every translation record has its tokens/s)
+    assert len(list(report.glob("*.png"))) == 6
+    assert "## Decoding speed" in text and "![speed](speed.png)" in text
     for table in ("time_to_target.csv", "time_to_target.json", "convergence_points.csv", "frontier_all.csv",
                   "frontier.json", "budgets.json"):
         assert (report / table).is_file(), table
@@ -145,7 +163,7 @@ def test_report_without_matplotlib_writes_the_tables_and_says_how_to_get_plots(c
     (["convergence", "--logs", "nowhere/train.log", "--out", "x"], "nowhere/train.log"),
     (["convergence", "--metric", "valid_bleu", "--out", "x"], "--metric valid_bleu"),
     (["select", "--max-mb", "0"], "--max-mb"),
-    (["select", "--max-mb", "5", "--max-ms", "3"], "--max-ms"),
+    (["select", "--max-mb", "5", "--max-ms", "0"], "--max-ms"),
     (["report", "--run", "EMPTY"], "--run"),
 ])
 def test_bad_input_is_one_clear_line_naming_the_option(argv, option, compression_study, tmp_path, capsys):

@@ -81,5 +81,5 @@ def apply_speed_flags(v, model):
         figures["int8_engine"] = int8_engine(v["int8_engine"])
         _guard_cpu_fp32(model)
     if figures:
-        figures["runtime_mb"] = runtime_bytes(model) / 1e6
+        figures["runtime_mb"] = round(runtime_bytes(model) / 1e6, 3)  # as the `compressed` line rounds MB
     return figures
