@@ -27,9 +27,10 @@ INDEPENDENT_TESTS = {"test_recipes.py"}
 
 
 def pytest_collection_modifyitems(items):
-    """Run the quick unit tests first, so a broken core fails fast before the minutes of CLI runs; group the
-    tests for `pytest -n 2 --dist loadgroup` so that module and session fixtures are built once."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    """Run the quick unit tests first, so a broken core fails fast before the minutes of CLI runs, then the slowest
+    CLI runs, so that two workers finish together; group the tests for `pytest -n 2 --dist loadgroup` so that
+    module and session fixtures are built once."""
+    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None, item.get_closest_marker("slow") is None))
     for item in items:
         file = item.path.name
         group = item.nodeid if file in INDEPENDENT_TESTS else SHARED_FIXTURE_GROUPS.get(file, file)

@@ -37,6 +37,7 @@ def check_trained(run_dir, sizes):
         assert (run_dir / "train" / size / "checkpoint_last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_multi30k_tiny_runs_the_study_and_resumes(tmp_path):
     out = tmp_path / "run"
     first = recipe_on_cpu("multi30k_en_fr", "--tiny", "--out", out).output
@@ -93,6 +94,7 @@ def wmt_archives(mirror, multi30k):
     return test
 
 
+@pytest.mark.slow
 def test_wmt14_tiny_runs_end_to_end_on_a_mirror_of_the_archives(tmp_path):
     test = wmt_archives(tmp_path / "mirror", DATA / "multi30k")
     out = tmp_path / "run"
@@ -113,6 +115,7 @@ def test_wmt14_tiny_runs_end_to_end_on_a_mirror_of_the_archives(tmp_path):
     assert (out / "report" / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     out = tmp_path / "run"
     output = recipe_on_cpu("roberta", "--tiny", "--out", out).output

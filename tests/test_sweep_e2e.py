@@ -49,6 +49,7 @@ def test_progress_names_model_config_and_eta(compression_study):
     assert f"[{total}/{total}] large" in progress[-1] and "elapsed" in progress[-1] and "ETA 0m00s" in progress[-1]
 
 
+@pytest.mark.slow
 def test_speed_grid_measures_structured_pruning_and_int8_kernels_and_the_report_shows_them(compression_study,
                                                                                             tmp_path):
     """--grid speed on the 2-head, 128-neuron model: real --prune-heads/--prune-ffn/--int8-kernels runs, each
