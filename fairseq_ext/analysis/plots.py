@@ -114,7 +114,7 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
 
 def plot_speed(records, path, order=None):
     """The metric against fairseq-generate's decoding speed (tokens/s), one point per config with a speed,
-    each model's dense config joined to its others by a thin line."""
+    labelled with its config where there are few enough to read."""
     plt = pyplot()
     from matplotlib.lines import Line2D
 
@@ -123,12 +123,12 @@ def plot_speed(records, path, order=None):
     colors = model_colors(plt, [name for name, _ in sizes], order)
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for name, _ in sizes:
-        own = sorted((r for r in records if r["model"] == name), key=lambda r: r["tokens_per_s"])
-        ax.plot([r["tokens_per_s"] for r in own], [r["value"] for r in own], color=colors[name], alpha=0.4,
-                linewidth=1)
-        for record in own:
+        for record in (r for r in records if r["model"] == name):
             ax.scatter(record["tokens_per_s"], record["value"], color=colors[name], s=28, zorder=3,
                        marker=METHOD_MARKERS[record["method"]])
+            if len(records) <= 2 * MAX_FRONTIER_LABELS:
+                ax.annotate(level_label(record), (record["tokens_per_s"], record["value"]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=6, color=colors[name])
     metric = records[0]["metric"]
     ax.set_xlabel("decoding speed (fairseq-generate tokens/s)")
     ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
