@@ -191,7 +191,8 @@ def evaluate(args, task, tool, extra, entry):
             raise AnalysisError(f"{task.tool} printed no 'compressed {{json}}' line (--task compressed_{args.task})")
         speed = {}
         if args.task == "translation":
-            speed = dict(zip(("tokens_per_s", "latency_ms"), (round(x, 3) for x in generation_speed(output))))
+            tokens_per_s, latency_ms = generation_speed(output)
+            speed = {"tokens_per_s": round(tokens_per_s, 3), "latency_ms": round(latency_ms, 3)}
     except AnalysisError as error:
         tail = "\n".join("    " + line[:300] for line in output.splitlines()[-25:])  # the config dump is one line
         raise SweepError(f"{config_name(entry)} failed: {error}\n"

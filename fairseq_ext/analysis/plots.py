@@ -102,10 +102,7 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
     ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    methods = [m for m in METHOD_MARKERS if any(r["method"] == m for r in records)]
-    handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)} params)")
-               for name, p in sizes]
-    handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
+    handles = model_and_method_handles(Line2D, colors, sizes, records)
     handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
                           label="Pareto frontier"))
     ax.legend(handles=handles, fontsize=8, loc="best")
@@ -134,12 +131,16 @@ def plot_speed(records, path, order=None):
     ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
     ax.set_title(f"{metric} vs decoding speed")
     ax.grid(alpha=0.3)
+    ax.legend(handles=model_and_method_handles(Line2D, colors, sizes, records), fontsize=8, loc="best")
+    save(plt, fig, path)
+
+
+def model_and_method_handles(Line2D, colors, sizes, records):
+    """Legend entries: one per model (its color, its size) and one per method present (its marker)."""
     methods = [m for m in METHOD_MARKERS if any(r["method"] == m for r in records)]
     handles = [Line2D([], [], color=colors[name], marker="o", linestyle="", label=f"{name} ({params_text(p)} params)")
                for name, p in sizes]
-    handles += [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    save(plt, fig, path)
+    return handles + [Line2D([], [], color="gray", marker=METHOD_MARKERS[m], linestyle="", label=m) for m in methods]
 
 
 def save(plt, fig, path):

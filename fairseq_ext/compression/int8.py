@@ -152,7 +152,7 @@ def runtime_bytes(model):
     Linear, the int8 weight, one fp32 scale per output row and the fp32 bias."""
     total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     for module in int8_linears(model).values():
-        weight, bias = module._weight_bias()
+        weight, bias = module.weight(), module.bias()
         total += weight.numel() + 4 * weight.shape[0] + (0 if bias is None else bias.numel() * bias.element_size())
     return total
 
