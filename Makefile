@@ -7,15 +7,17 @@ export PYTHONNOUSERSITE := 1
 setup:
 	@bash scripts/setup_env.sh
 
-# Two workers for the two cores of the reference machine; tests that share a costly fixture stay together.
+# Two workers for the two cores of the reference machine; tests that share a costly fixture stay together
+# (loadgroup), and the groups start in the order tests/conftest.py sorts them (xdist would reorder them by size).
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest $(XDIST) tests
 
 # Everything but the end-to-end runs of the real CLIs (seconds instead of minutes).
 test-fast: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not e2e" tests
+	$(PY) -m pytest $(XDIST) -m "not e2e" tests
 
 demo: setup
 	bash recipes/multi30k_en_fr/run.sh

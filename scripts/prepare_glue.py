@@ -10,7 +10,7 @@ the pretraining's sentencepiece model and dictionary.
 also read in the header-less "sentence<TAB>label" form (as in clairett/pytorch-sentiment-classification, which is
 downloaded when --from is not given). Writes under --out: bpe/, and bin/{input0,input1,label}/ as fairseq's
 sentence_prediction task reads them (input1 only for sentence-pair tasks). The dev set becomes the "valid" split.
-A finished run is not redone.
+--max-examples N keeps the first N examples of each split (smoke tests). A finished run is not redone.
 """
 import argparse
 import csv
@@ -103,7 +103,7 @@ def binarize(bpe_dir, bin_dir, dictionary, inputs, workers):
     os.replace(tmp, bin_dir)
 
 
-def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST2_MIRROR):
+def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST2_MIRROR, max_examples=0):
     out = Path(out)
     bin_dir = out / "bin"
     if (bin_dir / "label" / "dict.txt").is_file():
@@ -118,7 +118,7 @@ def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST
     bpe_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, name in (("train", "train.tsv"), ("valid", dev_name)):
-        examples = read_examples(source / name, task)
+        examples = read_examples(source / name, task)[: max_examples or None]
         if not examples:
             raise PrepareError(f"{source / name}: no examples")
         inputs = write_split(examples, spm_model, bpe_dir, split)
@@ -140,6 +140,8 @@ def main(argv=None):
                         "download the sentence<TAB>label files)")
     parser.add_argument("--spm", required=True, help="the pretraining's sentencepiece model")
     parser.add_argument("--dict", required=True, help="the pretraining's dictionary (its bin/dict.txt)")
+    parser.add_argument("--max-examples", type=int, default=0,
+                        help="keep only the first N examples of each split (default 0: all)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mirror", default=SST2_MIRROR, help=f"base URL of SST-2 (default {SST2_MIRROR})")
     args = parser.parse_args(argv)
@@ -147,12 +149,14 @@ def main(argv=None):
                 if not Path(value).is_file()]
     if args.source is not None and not Path(args.source).is_dir():
         problems.append(f"--from {args.source}: no such folder")
+    if args.max_examples < 0:
+        problems.append(f"--max-examples {args.max_examples}: expected a whole number >= 0 (0 = all)")
     if args.source is None and args.task != "SST-2":
         problems.append(f"--task {args.task}: give its GLUE files with --from DIR (only SST-2 is downloaded)")
     if problems:
         parser.error("; ".join(problems))
     try:
-        prepare(args.task, args.out, args.spm, args.dict, args.source, args.workers, args.mirror)
+        prepare(args.task, args.out, args.spm, args.dict, args.source, args.workers, args.mirror, args.max_examples)
     except PrepareError as e:
         sys.exit(f"prepare: error: {e}")
 

@@ -26,6 +26,7 @@ SHARED_FIXTURE_GROUPS = {"test_analysis_e2e.py": "compression_study", "test_swee
 INDEPENDENT_TESTS = {"test_recipes.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into the groups
 def pytest_collection_modifyitems(items):
     """Run the quick unit tests first, so a broken core fails fast before the minutes of CLI runs, then the slowest
     CLI runs, so that two workers finish together; group the tests for `pytest -n 2 --dist loadgroup` so that

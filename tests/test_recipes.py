@@ -119,6 +119,7 @@ def test_wmt14_tiny_runs_end_to_end_on_a_mirror_of_the_archives(tmp_path):
 def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     out = tmp_path / "run"
     output = recipe_on_cpu("roberta", "--tiny", "--out", out).output
+    assert "SST-2: 256 training and 256 dev examples, 2 classes" in output  # the tiny mode's slice of SST-2
     check_trained(out, ["d3_h256", "d3_h512"])
     for size in ("d3_h256", "d3_h512"):
         meta = json.loads((out / "SST-2" / "finetune" / size / "meta.json").read_text())

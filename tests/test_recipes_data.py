@@ -42,6 +42,15 @@ def test_sst2_without_a_header_keeps_every_row(glue, tmp_path):
     assert glue.read_examples(tmp_path / "train.tsv", "SST-2") == [(["a fine film"], "1"), (["awful"], "0")]
 
 
+def test_bad_glue_options_are_reported_together(glue, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        glue.main(["--task", "RTE", "--out", str(tmp_path), "--spm", str(tmp_path / "no.model"),
+                   "--dict", str(tmp_path / "dict.txt"), "--max-examples", "-1"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--spm" in error and "--dict" in error and "--max-examples -1: expected a whole number >= 0" in error
+    assert "--task RTE: give its GLUE files with --from DIR" in error
+
+
 def test_glue_files_are_read_by_their_header(glue, tmp_path):
     (tmp_path / "sst.tsv").write_text('sentence\tlabel\nit "works"\t1\n')
     assert glue.read_examples(tmp_path / "sst.tsv", "SST-2") == [(['it "works"'], "1")]

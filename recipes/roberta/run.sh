@@ -30,7 +30,8 @@ options:
   --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
   --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision)
-  --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates
+  --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates,
+                     the first 256 training and dev examples of each task
   -h, --help         this text
 
 Pretraining (every size the same): pre-norm, 128-token samples of whole sentences, 15% masking, Adam (0.9, 0.98),
@@ -62,10 +63,10 @@ parse_args() {
         shift
     done
     # Options given win over the mode's defaults.
-    MONO_ARGS=()
+    MONO_ARGS=() GLUE_ARGS=()
     if ((TINY)); then
         ARCHS=${ARCHS:-d3_h256 d3_h512} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
-        MONO_ARGS=(--max-lines 3000 --vocab-size 1000)
+        MONO_ARGS=(--max-lines 3000 --vocab-size 1000) GLUE_ARGS=(--max-examples 256)
     fi
     ARCHS=${ARCHS:-d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768} BUDGET=${BUDGET:-3} GRID=${GRID:-full}
     OUT=${OUT:-$REPO/runs/roberta}
@@ -100,7 +101,7 @@ prepare() {
         from=$GLUE_DIR/$task
         if [[ $task == SST-2 ]]; then from=$SST2; fi
         "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} --spm "$OUT/mono/spm.model" \
-            --dict "$OUT/mono/bin/dict.txt" --out "$OUT/$task/data"
+            --dict "$OUT/mono/bin/dict.txt" --out "$OUT/$task/data" "${GLUE_ARGS[@]}"
     done
 }
 
