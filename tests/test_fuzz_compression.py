@@ -10,7 +10,7 @@ import struct
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -214,6 +214,7 @@ number = st.integers(-5, 200) | st.floats(allow_nan=True, allow_infinity=True) |
 @FUZZ
 @given(update=st.integers(-10, 10**6), schedule=st.sampled_from(["oneshot", "iterative", "gradual", "cubic", None]),
        target=number, start=number, end=number, every=number, fraction=number, initial=number)
+@example(update=0, schedule="oneshot", target=0, start=0, end=0, every=1, fraction=None, initial=None)  # int 0 -> 0.0
 def test_any_schedule_is_a_value_error_or_a_sparsity_in_range(update, schedule, target, start, end, every, fraction,
                                                                initial):
     try:

@@ -52,6 +52,7 @@ def sparsity_at(
     validate_schedule(
         schedule=schedule, target=target, start=start, end=end, every=every, fraction=fraction, initial=initial
     )
+    target = float(target)  # a sparsity is a float, also when the target was given as the integer 0
     if update < start:
         return 0.0
     # The update at which the sparsity now in force was set.
