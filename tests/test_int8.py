@@ -9,12 +9,14 @@ from torch import nn
 
 from fairseq_ext.compression.int8 import (
     ENGINE_CHOICES,
+    Int8Embedding,
     Int8Linear,
     check_int8_supported,
     count_calls,
     disable_attention_fast_path,
     int8_engine,
     int8_linears,
+    quantize_embeddings_int8,
     quantize_linears_int8,
     runtime_bytes,
 )
@@ -148,4 +150,58 @@ def test_runtime_bytes_count_the_weights_as_they_run():
     assert runtime_bytes(model) == 4 * (embedding + linear + norm + head)
     quantize_linears_int8(model)
     # int8 codes, one fp32 scale per output row, fp32 bias; the embedding and the LayerNorm stay fp32.
-    assert runtime_bytes(model) == 4 * (embedding + norm) + (8 * 16 + 4 * 16 + 4 * 16) + (16 * 4 + 4 * 4)
+    linears = (8 * 16 + 4 * 16 + 4 * 16) + (16 * 4 + 4 * 4)
+    assert runtime_bytes(model) == 4 * (embedding + norm) + linears
+    assert quantize_embeddings_int8(model) == ["0"]
+    assert runtime_bytes(model) == (10 * 8 + 4 * 10) + 4 * norm + linears  # int8 rows, one fp32 scale per row
+
+
+def test_int8_embedding_rows_are_int8_and_look_up_within_half_a_step():
+    torch.manual_seed(0)
+    embedding = nn.Embedding(50, 16, padding_idx=1)
+    with torch.no_grad():
+        embedding.weight[1].zero_()  # fairseq's padding row
+    int8 = Int8Embedding(embedding)
+    assert int8.weight_int8.dtype == torch.int8 and int8.scale.shape == (50,)
+    assert int8.weight_int8.abs().amax(dim=1).eq(127).sum() == 49  # every non-zero row spans the grid
+    tokens = torch.tensor([[3, 1, 49], [0, 7, 7]])
+    with torch.no_grad():
+        reference, out = embedding(tokens), int8(tokens)
+    assert out.dtype == torch.float32 and out.shape == reference.shape
+    assert torch.equal(out[0, 1], torch.zeros(16))  # the padding row stays exactly zero
+    step = int8.scale[tokens].unsqueeze(-1)
+    assert ((out - reference).abs() <= step / 2 + 1e-7).all() and not torch.equal(out, reference)
+    assert torch.equal(int8.dequantized()[tokens], out)
+
+
+def test_transformer_embeddings_become_one_shared_int8_table_and_outputs_stay_close():
+    model = tiny_transformer()
+    src, lengths, prev = sample(model)
+    with torch.no_grad():
+        reference = model(src, lengths, prev)[0]
+        int8 = copy.deepcopy(model)
+        quantize_linears_int8(int8)
+        linears_only = int8(src, lengths, prev)[0]
+        before = runtime_bytes(int8)
+        replaced = quantize_embeddings_int8(int8)
+        out = int8(src, lengths, prev)[0]
+    assert replaced == ["encoder.embed_tokens", "decoder.embed_tokens"]  # --share-all-embeddings: one table
+    assert isinstance(int8.encoder.embed_tokens, Int8Embedding) and int8.encoder.embed_tokens is int8.decoder.embed_tokens
+    vocab, dim = model.encoder.embed_tokens.weight.shape
+    assert before - runtime_bytes(int8) == 4 * vocab * dim - (vocab * dim + 4 * vocab)
+    assert relative_error(out, reference) < 0.05 and not torch.equal(out, linears_only)
+    assert (out.argmax(-1) == reference.argmax(-1)).float().mean() > 0.9
+
+
+def test_an_embedding_whose_weight_is_read_elsewhere_stays_float():
+    """RoBERTa's LM head reads the embedding's Parameter itself: quantizing the table would save nothing."""
+    class Head(nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+    embedding = nn.Embedding(10, 4)
+    model = nn.ModuleDict({"embed_tokens": embedding, "lm_head": Head(embedding.weight)})
+    assert quantize_embeddings_int8(model) == []
+    assert model["embed_tokens"] is embedding
+    assert quantize_embeddings_int8(nn.ModuleDict({"embed_tokens": nn.Embedding(10, 4)}), skip={"embed_tokens"}) == []

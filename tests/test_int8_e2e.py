@@ -36,6 +36,7 @@ def test_generate_with_structured_pruning_and_int8_kernels(multi30k_2k, tiny_mt_
     assert figures["bits"] == 8 and figures["heads_kept"] == "3/6" and figures["ffn_kept"] == "128/256"
     assert figures["params_after_structured"] < figures["params"]
     assert figures["int8_linears"] == (4 + 2) + (4 + 4 + 2) + 1  # encoder, decoder layer; output projection
+    assert figures["int8_embeddings"] == 2  # the encoder's and the decoder's names for the one shared table
     assert bleu(output) >= 0
 
 

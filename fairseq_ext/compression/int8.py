@@ -3,8 +3,14 @@
 This is not fake quantization. The weights are stored as int8 (one scale per output row) in the
 packed format of a quantized CPU backend, and every matmul runs an int8 x int8 -> int32 kernel: the
 activations are quantized on the fly, per call, to 8 bits (7, ``reduce_range``, as torch's module
-does for x86) and the int32 result is rescaled to fp32. Embeddings, LayerNorms, softmax and the
-attention score matmuls stay in fp32.
+does for x86) and the int32 result is rescaled to fp32. LayerNorms, softmax and the attention score
+matmuls stay in fp32.
+
+Token embedding tables (``quantize_embeddings_int8``) are stored the same way, int8 with one fp32 scale per
+row, and a lookup dequantizes only the rows it reads: a table is a lookup, not a matmul, so this buys memory,
+not speed. A table whose weight is still read elsewhere in fp32 (RoBERTa's LM head) is left as it is, since
+quantizing it would save nothing; a tied output projection is an int8 Linear of its own (oneDNN/fbgemm pack
+their weights in their own layout, which a lookup cannot read).
 
 Backend ("engine"): each module's weights are packed for one engine, and the module then runs that
 engine's kernel whatever the global ``torch.backends.quantized.engine`` says. ``auto`` picks oneDNN
@@ -36,8 +42,8 @@ with warnings.catch_warnings():  # torch.ao.quantization announces its move to t
     from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 
 __all__ = [
-    "Int8Linear", "ENGINE_CHOICES", "int8_engine", "check_int8_supported", "quantize_linears_int8", "int8_linears",
-    "count_calls", "disable_attention_fast_path", "runtime_bytes",
+    "Int8Linear", "Int8Embedding", "ENGINE_CHOICES", "int8_engine", "check_int8_supported", "quantize_linears_int8",
+    "quantize_embeddings_int8", "int8_linears", "count_calls", "disable_attention_fast_path", "runtime_bytes",
 ]
 
 # Quantized CPU engines for "auto", best first: x86 (fbgemm + oneDNN), fbgemm (x86 AVX2/AVX512), qnnpack (ARM).
@@ -142,6 +148,52 @@ def _pack(linear, engine):
         torch.backends.quantized.engine = previous
 
 
+class Int8Embedding(nn.Module):
+    """A token embedding stored as int8 rows, one fp32 scale per row (symmetric, 127 levels a side)."""
+
+    def __init__(self, embedding):
+        super().__init__()
+        with torch.no_grad():
+            weight = embedding.weight.detach().float()
+            scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+            self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))
+            self.register_buffer("scale", scale)
+        self.num_embeddings, self.embedding_dim = weight.shape
+        self.padding_idx = embedding.padding_idx
+
+    def forward(self, tokens):
+        return self.weight_int8[tokens].float() * self.scale[tokens].unsqueeze(-1)
+
+    def dequantized(self):
+        """The fp32 table this module looks up."""
+        return self.weight_int8.float() * self.scale[:, None]
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}, int8 rows"
+
+
+def quantize_embeddings_int8(model, *, skip=()):
+    """Replace, in place, every token ``nn.Embedding`` of ``model`` by an ``Int8Embedding``, except those in
+    ``skip`` (qualified names) and those whose weight another module still reads (nothing would be saved). A
+    table shared by several modules (fairseq's --share-all-embeddings) stays shared. Call it after
+    ``quantize_linears_int8``, which frees a tied output projection's use of the table. Returns the names replaced.
+    """
+    read_elsewhere = {
+        id(p) for m in model.modules() if type(m) is not nn.Embedding for p in m.parameters(recurse=False)
+    }
+    replaced, int8_of = [], {}
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            qualified = f"{parent_name}.{name}" if parent_name else name
+            if type(child) is not nn.Embedding or qualified in skip or id(child.weight) in read_elsewhere:
+                continue
+            if id(child) not in int8_of:
+                int8_of[id(child)] = Int8Embedding(child)
+            setattr(parent, name, int8_of[id(child)])
+            replaced.append(qualified)
+    return replaced
+
+
 def int8_linears(model):
     """``{qualified name: module}`` of the int8 Linears in ``model``."""
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
@@ -149,11 +201,15 @@ def int8_linears(model):
 
 def runtime_bytes(model):
     """Bytes of the weights as ``model`` runs: its (distinct) float parameters at their dtype, plus, per int8
-    Linear, the int8 weight, one fp32 scale per output row and the fp32 bias."""
+    Linear, the int8 weight, one fp32 scale per output row and the fp32 bias, plus each (distinct) int8
+    embedding's int8 rows and fp32 row scales."""
     total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
     for module in int8_linears(model).values():
         weight, bias = module.weight(), module.bias()
         total += weight.numel() + 4 * weight.shape[0] + (0 if bias is None else bias.numel() * bias.element_size())
+    for module in model.modules():  # each shared module once
+        if isinstance(module, Int8Embedding):
+            total += module.weight_int8.numel() + 4 * module.scale.numel()
     return total
 
 

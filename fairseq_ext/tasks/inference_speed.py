@@ -4,7 +4,8 @@
   of the FFN neurons of every layer, lowest L2 norm first, so the matrices really shrink (fairseq_ext.compression.
   structured).
 - ``--int8-kernels`` (``--int8-engine``): replace every ``nn.Linear`` by torch's dynamic-quantized int8 Linear, so
-  the matmuls run int8 kernels on the CPU (fairseq_ext.compression.int8).
+  the matmuls run int8 kernels on the CPU, and store the token embedding tables in int8 (fairseq_ext.compression.
+  int8).
 
 They act on a loaded checkpoint (fairseq-generate, fairseq-interactive, fairseq-validate), in the load hook of
 ``CompressionTaskMixin``, after ``--prune-sparsity``/``--quant-bits``: structured pruning first, int8 last. They
@@ -14,7 +15,13 @@ be), and an int8 model refuses to be moved to a GPU or cast to fp16/bf16 (what -
 """
 import torch
 
-from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine, quantize_linears_int8, runtime_bytes
+from fairseq_ext.compression.int8 import (
+    ENGINE_CHOICES,
+    int8_engine,
+    quantize_embeddings_int8,
+    quantize_linears_int8,
+    runtime_bytes,
+)
 from fairseq_ext.compression.structured import structured_prune
 
 SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine")
@@ -78,6 +85,7 @@ def apply_speed_flags(v, model):
         if params and (params[0].device.type != "cpu" or params[0].dtype != torch.float32):
             raise ValueError(INT8_DEVICE_MESSAGE)
         figures["int8_linears"] = len(quantize_linears_int8(model, engine=v["int8_engine"]))
+        figures["int8_embeddings"] = len(quantize_embeddings_int8(model))
         figures["int8_engine"] = int8_engine(v["int8_engine"])
         _guard_cpu_fp32(model)
     if figures:
