@@ -205,3 +205,16 @@ def test_an_embedding_whose_weight_is_read_elsewhere_stays_float():
     assert quantize_embeddings_int8(model) == []
     assert model["embed_tokens"] is embedding
     assert quantize_embeddings_int8(nn.ModuleDict({"embed_tokens": nn.Embedding(10, 4)}), skip={"embed_tokens"}) == []
+
+
+def test_roberta_keeps_its_table_for_the_lm_head_and_quantizes_everything_else():
+    torch.manual_seed(0)
+    model = build_for_vocab("roberta_d3_h256", 100, tokens_per_sample=16, encoder_layers=1).eval()
+    tokens = torch.randint(4, 100, (2, 9))
+    with torch.no_grad():
+        reference = model(tokens)[0]
+        quantize_linears_int8(model)
+        assert quantize_embeddings_int8(model) == []  # the LM head multiplies by the table: it stays fp32
+        out = model(tokens)[0]
+    assert model.encoder.sentence_encoder.embed_tokens.weight is model.encoder.lm_head.weight
+    assert 0 < relative_error(out, reference) < 0.05
