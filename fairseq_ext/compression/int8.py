@@ -36,6 +36,8 @@ from collections import Counter
 import torch
 from torch import nn
 
+from .quantization import quantize
+
 with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on import
     warnings.simplefilter("ignore")
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
@@ -149,16 +151,16 @@ def _pack(linear, engine):
 
 
 class Int8Embedding(nn.Module):
-    """A token embedding stored as int8 rows, one fp32 scale per row (symmetric, 127 levels a side)."""
+    """A token embedding stored as int8 rows, one fp32 scale per row: the symmetric per-row 8-bit grid of
+    ``--quant-bits 8`` (``quantization.quantize``), its codes held as signed int8 (127 levels a side)."""
 
     def __init__(self, embedding):
         super().__init__()
-        with torch.no_grad():
-            weight = embedding.weight.detach().float()
-            scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
-            self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))
-            self.register_buffer("scale", scale)
-        self.num_embeddings, self.embedding_dim = weight.shape
+        quantized = quantize(embedding.weight.detach().float(), 8, "symmetric", "channel")
+        signed = quantized.codes.to(torch.int16) - quantized.zero_point[:, None]
+        self.register_buffer("weight_int8", signed.to(torch.int8))
+        self.register_buffer("scale", quantized.scale)
+        self.num_embeddings, self.embedding_dim = embedding.weight.shape
         self.padding_idx = embedding.padding_idx
 
     def forward(self, tokens):
