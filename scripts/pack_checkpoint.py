@@ -48,27 +48,30 @@ def parse_args(argv=None):
     return args
 
 
-def load_model(args):
-    """The checkpoint's model, built by fairseq from its saved config, with the weights exactly as saved."""
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(args.checkpoint))
+def load_model(checkpoint, data=None, compression=None):
+    """(the checkpoint's state, its model), built by fairseq from the saved config with the weights exactly as saved.
+    A compressed_* task compresses on load with its saved flags: ``compression`` ({field: value}; default: every
+    field at its off default) replaces them. ``data``: where the dictionaries are now, if they moved."""
+    defaults = CompressionConfig()
+    compression = compression or {name: getattr(defaults, name) for name in COMPRESSION_FIELDS}
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
     if state.get("cfg") is None:  # legacy checkpoint: argparse Namespace
         state["cfg"], state["args"] = convert_namespace_to_omegaconf(state["args"]), None
-    cfg = state["cfg"]
-    with open_dict(cfg.task):
-        if args.data:
-            cfg.task.data = args.data
-        # A compressed_* task compresses on load with its saved flags: make those the flags of this command.
+    with open_dict(state["cfg"].task):
+        if data:
+            state["cfg"].task.data = data
         for name in COMPRESSION_FIELDS:
-            if name in cfg.task:
-                cfg.task[name] = getattr(args, name)
-    models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([str(args.checkpoint)], state=state)
-    num_updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
-    return models[0], cfg, num_updates
+            if name in state["cfg"].task:
+                state["cfg"].task[name] = compression[name]
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], state=state)
+    return state, models[0]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    model, cfg, num_updates = load_model(args)
+    state, model = load_model(args.checkpoint, args.data, {name: getattr(args, name) for name in COMPRESSION_FIELDS})
+    cfg = state["cfg"]
+    num_updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
     spec = compression_spec(args)
     metadata = {
         "cfg": config_to_json(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),

@@ -11,8 +11,9 @@ column, fairseq_ext.compression.structured), so `fairseq-generate --path small.p
 `--task compressed_translation --prune-ffn F --path CK.pt` decodes. Every layer keeps the same number of neurons,
 so the result is a standard model of the same arch with a smaller --{encoder,decoder}-ffn-embed-dim, written into
 the checkpoint's config; fine-tune it with the original training's model options (fairseq-train builds the model
-from its command line, so e.g. --encoder-normalize-before must be given again) plus those sizes. Attention heads cannot be removed this way:
-fairseq's MultiheadAttention ties the head count to the model width (use --prune-heads at evaluation time).
+from its command line, so e.g. --encoder-normalize-before must be given again) plus those sizes. Attention heads
+cannot be removed this way: fairseq's MultiheadAttention ties the head count to the model width (use
+--prune-heads at evaluation time).
 The optimizer state is dropped (its shapes are the old ones); the update count is kept.
 --data points at the binarized data folder (for its dictionaries) when it moved since training.
 """
@@ -21,15 +22,12 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fairseq_ext  # noqa: E402,F401  (registers the tasks, safe checkpoint loading)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pack_checkpoint import load_model  # noqa: E402  (imports fairseq_ext: tasks, safe checkpoint loading)
 from fairseq import checkpoint_utils  # noqa: E402
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 
 from fairseq_ext.compression.structured import check_fraction, prune_ffn_neurons  # noqa: E402
-from fairseq_ext.tasks.compression_config import COMPRESSION_FIELDS, CompressionConfig  # noqa: E402
 
 # The config keys holding each side's FFN width: transformer (both sides) and roberta (encoder only).
 FFN_KEYS = {"encoder": "encoder_ffn_embed_dim", "decoder": "decoder_ffn_embed_dim"}
@@ -60,23 +58,6 @@ def parse_args(argv=None):
     if problems:
         parser.error("; ".join(problems))
     return args
-
-
-def load(args):
-    """(checkpoint state, its model) with the weights exactly as saved: compression flags saved in a compressed_*
-    task's config are reset, or loading would apply them."""
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(args.checkpoint))
-    if state.get("cfg") is None:  # legacy checkpoint: argparse Namespace
-        state["cfg"], state["args"] = convert_namespace_to_omegaconf(state["args"]), None
-    defaults = CompressionConfig()
-    with open_dict(state["cfg"].task):
-        if args.data:
-            state["cfg"].task.data = args.data
-        for name in COMPRESSION_FIELDS:
-            if name in state["cfg"].task:
-                state["cfg"].task[name] = getattr(defaults, name)
-    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(args.checkpoint)], state=state)
-    return state, models[0]
 
 
 def kept_widths(report):
@@ -111,7 +92,7 @@ def set_widths(cfg, widths):
 
 def main(argv=None):
     args = parse_args(argv)
-    state, model = load(args)
+    state, model = load_model(args.checkpoint, args.data)  # any compression flags saved with the task: off
     before = sum(p.numel() for p in model.parameters())
     report = prune_ffn_neurons(model, args.prune_ffn)
     widths = kept_widths(report)
