@@ -1,6 +1,5 @@
 """scripts/shrink_ffn_checkpoint.py on a real (tiny, trained) checkpoint: stock fairseq-generate decodes the shrunk
 file exactly as --prune-ffn decodes the original, and stock fairseq-train fine-tunes it with the printed sizes."""
-import argparse
 import re
 
 import pytest
@@ -8,6 +7,7 @@ import torch
 
 from clitools import bleu, json_log_records, run
 from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
+from fairseq_ext import checkpoint_loading  # noqa: F401  (allows exactly what fairseq checkpoints hold)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +34,7 @@ def test_the_shrunk_file_decodes_exactly_as_prune_ffn_does(multi30k_2k, shrunk):
     assert "--encoder-ffn-embed-dim 64 --decoder-ffn-embed-dim 64" in output
     before, after = map(lambda n: int(n.replace(",", "")), re.search(r"([\d,]+) -> ([\d,]+) parameters", output).groups())
     assert before - after == 2 * 64 * (64 + 1 + 64)  # each block: 64 fc1 rows + biases, 64 fc2 columns
-    with torch.serialization.safe_globals([argparse.Namespace]):  # what the plugin's safe loading allows
-        state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True)  # with no more than the plugin's safe loading allows
     assert state["model"]["encoder.layers.0.fc1.weight"].shape == (64, 64) and "last_optimizer_state" not in state
     stock = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
                  "--path", path, *DECODE]).output
