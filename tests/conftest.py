@@ -40,8 +40,7 @@ def start_rank(item):
     if item.get_closest_marker("e2e") is None:
         return 0
     group = group_of(item)
-    longest = [i for i, name in enumerate(LONGEST_GROUPS) if name in group]
-    return 1 + (longest[0] if longest else len(LONGEST_GROUPS))
+    return 1 + next((i for i, name in enumerate(LONGEST_GROUPS) if name in group), len(LONGEST_GROUPS))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the xdist_group marks into the groups
