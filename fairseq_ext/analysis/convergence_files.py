@@ -32,14 +32,16 @@ def display_rows(rows):
              "wall_hours": row["wall_hours"] if row["reached"] else NOT_REACHED} for row in rows]
 
 
-def write_convergence(runs, metric, target, out, order=None):
-    """order: the model names in the order that picks their colors (default: the runs')."""
+def write_convergence(runs, metric, target, out, order=None, target_models=None):
+    """order: the model names in the order that picks their colors (default: the runs'). target_models: the models
+    whose curves set the default target (default: all; the report passes the models that learned)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     curves = convergence_curves(runs, metric)
     target_is_default = target is None
     if target_is_default:
-        target = default_target(curves)
+        racers = [c for c in curves if target_models is None or c.name in target_models]
+        target = default_target(racers or curves)
     rows = time_to_target_rows(curves, target)
     write_csv(out / "convergence_points.csv", curve_rows(curves), POINT_COLUMNS)
     write_csv(out / "time_to_target.csv", display_rows(rows), ["metric", "reached", *TARGET_COLUMNS])

@@ -8,7 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import AnalysisError
+from .best_size import best_size_lines, check_models, learned_markdown
 from .convergence_files import write_convergence
+from .frontier import pareto_frontier
 from .frontier_files import frontier_markdown, write_frontier
 from .plots import PlottingUnavailable, plot_speed
 from .selection import describe, select
@@ -33,19 +35,31 @@ def write_report(run, out=None, metric="valid_loss", target=None):
     runs = sorted((replace(run, params=run.params or sweep_params.get(run.name))
                    for run in (read_training_runs(logs) if logs else [])), key=size_order)
     order = model_order(runs, sweep_params)
-    sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records)]
+    checks = check_models(runs, records)
+    learned = {c.name for c in checks if c.learned}
+    sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records),
+                learned_section(checks)]
     problems = []
     if runs:
-        convergence = write_convergence(runs, metric, target, out, order)
-        sections.append(convergence_section(convergence, out))
+        convergence = write_convergence(runs, metric, target, out, order, target_models=learned)
+        best = best_size_lines(runs, records, checks, metric)
+        write_json(out / "best_size.json", {"lines": best, "learned": sorted(learned),
+                                            "not_learned": sorted(c.name for c in checks if not c.learned)})
+        sections.append(convergence_section(convergence, out) + "\n\n" + "\n\n".join(best))
         problems.append(convergence.plot_problem)
     else:
         sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
+    learned_records = [r for r in records if r["model"] in learned]
     if records:
         frontier = write_frontier(records, out, order)
-        budgets = budget_rows(records, frontier.view("all").frontier)
+        sections.append(frontier_section(frontier, out))
+    if learned_records:
+        budgets = budget_rows(learned_records, pareto_frontier(learned_records))
         write_json(out / "budgets.json", budgets)
-        sections += [frontier_section(frontier, out), budget_section(budgets, records)]
+        sections.append(budget_section(budgets, learned_records, sorted(set(sweep_params) - learned)))
+    elif records:
+        sections.append("## Which model under a memory budget\n\nNo swept model learned (see above): no verdict.")
+    if records:
         problems.append(frontier.plot_problem)
         if any(r.get("tokens_per_s") for r in records):
             speed, problem = speed_section(records, out, order)
@@ -90,6 +104,16 @@ def regime_section(runs, records):
         lines += ["", f"Compression sweep: {len(records)} evaluations of {len(models_by_size(records))} models on the "
                       f"`{records[0]['subset']}` subset, metric {records[0]['metric']}, "
                       f"{number_text(seconds / 60)} minutes of evaluation."]
+    return "\n".join(lines)
+
+
+def learned_section(checks):
+    failed = [c.name for c in checks if not c.learned]
+    lines = ["## Did every model learn?", "",
+             "A comparison is only as good as its models: each is checked before any verdict is drawn.", "",
+             learned_markdown(checks), ""]
+    lines.append(f"Left out of the verdicts below: {', '.join(failed)}." if failed else
+                 "Every model learned: all of them take part in the verdicts below.")
     return "\n".join(lines)
 
 
@@ -167,11 +191,13 @@ def size_kind(record, all_params):
     return f"{size}, {'uncompressed' if record['method'] == 'dense' else 'compressed'}"
 
 
-def budget_section(rows, records):
+def budget_section(rows, records, left_out=()):
     metric = records[0]["metric"]
+    among = f" Among the models that learned (not {', '.join(left_out)})." if left_out else ""
     lines = ["## Which model under a memory budget", "",
              "For each budget (the compressed sizes of the frontier's points): the best config that fits (ties go to "
-             "the smaller config), and the best uncompressed (dense 32-bit) model that fits, the paper's comparison.",
+             "the smaller config), and the best uncompressed (dense 32-bit) model that fits, the paper's comparison."
+             + among,
              "",
              markdown_table(rows, ["budget_mb", "model", "params", "compression", "value", "kind", "dense_model",
                                    "dense_value", "margin"],

@@ -1,6 +1,6 @@
 """``compressed_translation``, ``compressed_masked_lm``, ``compressed_sentence_prediction``: each the stock fairseq
-task with CompressionConfig's flags mixed into its config and CompressionTaskMixin's hooks in front of its methods.
-With every compression flag at its default they are the stock tasks.
+task with CompressionConfig's and AutocastConfig's flags mixed into its config and CompressionTaskMixin's and
+AutocastTaskMixin's hooks in front of its methods. With every flag at its default they are the stock tasks.
 """
 from dataclasses import dataclass
 
@@ -9,6 +9,7 @@ from fairseq.tasks.masked_lm import MaskedLMConfig, MaskedLMTask
 from fairseq.tasks.sentence_prediction import SentencePredictionConfig, SentencePredictionTask
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from .bf16_autocast import AutocastConfig, AutocastTaskMixin
 from .compression import CompressionTaskMixin
 from .compression_config import CompressionConfig
 
@@ -18,8 +19,8 @@ COMPRESSED_VARIANT_OF = {}
 
 def register_compressed(stock_name, stock_config, stock_task):
     name = f"compressed_{stock_name}"
-    config = dataclass(type(f"Compressed{stock_config.__name__}", (stock_config, CompressionConfig), {}))
-    task = type(f"Compressed{stock_task.__name__}", (CompressionTaskMixin, stock_task), {"__doc__": __doc__})
+    config = dataclass(type(f"Compressed{stock_config.__name__}", (stock_config, CompressionConfig, AutocastConfig), {}))
+    task = type(f"Compressed{stock_task.__name__}", (CompressionTaskMixin, AutocastTaskMixin, stock_task), {"__doc__": __doc__})
     COMPRESSED_VARIANT_OF[name] = stock_name
     return register_task(name, dataclass=config)(task)
 

@@ -33,14 +33,20 @@ check_tools() {
     done
 }
 
-# Sets TRAIN_DEVICE_ARGS for fairseq-train: mixed precision on a GPU, --cpu otherwise (or when FORCE_CPU=1).
+# Sets DEVICE, PRECISION and TRAIN_DEVICE_ARGS for fairseq-train: fp16 mixed precision on a GPU; on a CPU, --cpu
+# and, where the CPU has bf16 matrix units (AMX, AVX512-BF16), the plugin's --autocast-bf16 (fp32 weights, bf16
+# matmuls), which needs a compressed_* task. FORCE_CPU=1 forces the CPU; FP32=1 turns bf16 off.
 detect_device() {
     if [[ ${FORCE_CPU:-0} == 1 ]] || ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
         TRAIN_DEVICE_ARGS=(--cpu)
-        DEVICE=cpu
+        DEVICE=cpu PRECISION=fp32
+        if [[ ${FP32:-0} != 1 ]] && grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then
+            TRAIN_DEVICE_ARGS+=(--autocast-bf16)
+            PRECISION="bf16 autocast"
+        fi
     else
         TRAIN_DEVICE_ARGS=(--fp16)
-        DEVICE=gpu
+        DEVICE=gpu PRECISION=fp16
     fi
 }
 

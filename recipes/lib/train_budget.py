@@ -58,7 +58,8 @@ def describe_device(fairseq_args):
     if "--cpu" in fairseq_args:
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").exists() else "CPU"
-        return f"cpu: {os.cpu_count()} cores ({model})"
+        precision = "bf16 autocast (--autocast-bf16)" if "--autocast-bf16" in fairseq_args else "fp32"
+        return f"cpu: {os.cpu_count()} cores ({model}), {precision}"
     import torch
 
     precision = "fp16 mixed precision" if "--fp16" in fairseq_args else "fp32"

@@ -126,15 +126,15 @@ train_models() {
     local archs=() size
     for size in $ARCHS; do archs+=("transformer_wmt_en_fr_$size"); done
     # Validation and logging intervals are in updates; a GPU makes ~50x more of them in the same time.
-    local valid_every=10 log_every=2 workers=0
+    local valid_every=25 log_every=5 workers=0
     if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
     local args=(
-        "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation
+        "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task compressed_translation
         --encoder-normalize-before --decoder-normalize-before
         --optimizer adam --adam-betas "(0.9, 0.98)" --clip-norm 1.0
-        --lr 7e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
+        --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 40 --warmup-init-lr 1e-7
         --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --dropout 0.1
-        --max-tokens 4096 --seed 1 --num-workers "$workers"
+        --max-tokens 2048 --max-tokens-valid 8192 --seed 1 --num-workers "$workers"
         --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
         "${TRAIN_DEVICE_ARGS[@]}"
     )

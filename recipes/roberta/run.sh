@@ -110,7 +110,7 @@ pretrain() {
     if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
     for size in $ARCHS; do archs+=("roberta_$size"); done
     local args=(
-        "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task masked_lm --criterion masked_lm
+        "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task compressed_masked_lm --criterion masked_lm
         --sample-break-mode complete --tokens-per-sample 128 --max-positions 128
         --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0
         --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7

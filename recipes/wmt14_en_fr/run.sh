@@ -150,7 +150,7 @@ train_models() {
     if [[ $DEVICE == cpu ]]; then workers=0; fi
     for size in $ARCHS; do archs+=("transformer_wmt_en_fr_$size"); done
     local args=(
-        "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task translation
+        "$OUT/data/bin" --user-dir "$REPO/fairseq_ext" --task compressed_translation
         --encoder-normalize-before --decoder-normalize-before
         --optimizer adam --adam-betas "(0.9, 0.98)" --clip-norm 0.0 --weight-decay 0.0
         --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr 1e-7
