@@ -11,6 +11,12 @@ twice per round on Multi30k, alternating (the order flips every round):
                          (no --user-dir: fairseq alone)
 
 with identical data, seed, batches and settings, and checks that both built the same number of parameters.
+--compare bf16 runs the grid arch twice per round instead, both through the plugin's compressed_translation task:
+
+    fp32   fairseq-train --user-dir fairseq_ext --task compressed_translation --arch ...
+    bf16   the same + --autocast-bf16 (forward and loss under CPU bf16 autocast, fp32 weights and Adam)
+
+and the ratio printed is bf16 / fp32 (what AMX or AVX512-BF16 buys; the recipes turn it on where the CPU has them).
 --concurrent runs the two of a round at the same time instead (each with --threads threads): on a machine shared
 with other jobs, a load that changes between two consecutive runs skews an alternated ratio, while two runs side by
 side see the same load.
@@ -44,6 +50,7 @@ are scripts/arch_table.py's (6 x non-embedding params + 6 x output projection + 
 A100 312 (dense, no sparsity), or --peak-tflops.
 
     .venv/bin/python scripts/bench_train.py                              # CPU: grid vs stock, ratios
+    .venv/bin/python scripts/bench_train.py --compare bf16 --threads 2   # CPU: bf16 autocast vs fp32, ratios
     .venv/bin/python scripts/bench_train.py --device cuda --archs transformer_wmt_en_fr_d6_h1024,transformer_wmt_en_fr_d12_h2048
     .venv/bin/python scripts/bench_train.py --quick                      # smoke test (CPU, seconds)
 """
@@ -149,9 +156,9 @@ def stock_arch_args(arch):
     return args
 
 
-def common_train_args(args):
+def common_train_args(args, task="translation"):
     return [
-        "--task", "translation", "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
+        "--task", task, "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
         "--label-smoothing", "0.1", "--max-tokens", args.max_tokens, "--max-update", args.max_update,
         "--seed", "1", "--log-format", "json", "--log-interval", args.log_interval, "--no-progress-bar",
@@ -159,13 +166,21 @@ def common_train_args(args):
     ]
 
 
+# CPU mode: the two kinds of run compared, the first over the second.
+PAIRS = {"stock": ("grid", "stock"), "bf16": ("bf16", "fp32")}
+
+
 def train_command(kind, arch, data, args):
-    if kind == "grid":
-        model = ["--user-dir", REPO / "fairseq_ext", "--arch", arch]
-    else:
+    task = "translation"
+    if kind == "stock":
         model = stock_arch_args(arch)
+    else:
+        model = ["--user-dir", REPO / "fairseq_ext", "--arch", arch]
+    if kind in ("fp32", "bf16"):
+        task = "compressed_translation"
+        model += ["--autocast-bf16"] if kind == "bf16" else []
     if args.device == "cpu":
-        return [*FAIRSEQ_TRAIN, data, *model, *common_train_args(args), "--cpu", "--num-workers", "0"]
+        return [*FAIRSEQ_TRAIN, data, *model, *common_train_args(args, task), "--cpu", "--num-workers", "0"]
     precision = ["--bf16"] if args.precision == "bf16" else ["--fp16"]
     gpu = [*precision, "--num-workers", "4", "--required-batch-size-multiple", "8"]
     launcher = "--as-fairseq-train-fused-adam" if args.fused_adam else "--as-fairseq-train"
@@ -222,9 +237,10 @@ def train_run(kind, arch, data, args):
 
 
 def bench_cpu(arch, data, args):
+    first, second = PAIRS[args.compare]
     rounds = []
     for r in range(args.rounds):
-        order = ["grid", "stock"] if r % 2 == 0 else ["stock", "grid"]
+        order = [first, second] if r % 2 == 0 else [second, first]
         result = {}
         if args.concurrent:  # both at once: whatever else the machine runs slows both alike
             started = [start_run(kind, arch, data, args) for kind in order]
@@ -232,28 +248,29 @@ def bench_cpu(arch, data, args):
         for kind in order:
             result[kind] = result.get(kind) or train_run(kind, arch, data, args)
             log(f"bench: {arch} round {r + 1}/{args.rounds} {kind:5s} {result[kind]['wps']:9.1f} words/s")
-        if result["grid"]["params"] != result["stock"]["params"]:
-            raise RuntimeError(f"{arch}: grid built {result['grid']['params']} parameters, stock "
-                               f"{result['stock']['params']}: not the same model")
-        result["ratio"] = result["grid"]["wps"] / result["stock"]["wps"]
+        if result[first]["params"] != result[second]["params"]:
+            raise RuntimeError(f"{arch}: {first} built {result[first]['params']} parameters, {second} "
+                               f"{result[second]['params']}: not the same model")
+        result["ratio"] = result[first]["wps"] / result[second]["wps"]
         rounds.append(result)
     ratios = [r["ratio"] for r in rounds]
-    return {"arch": arch, "params": rounds[0]["grid"]["params"], "rounds": rounds,
-            "grid_wps": [round(r["grid"]["wps"], 1) for r in rounds],
-            "stock_wps": [round(r["stock"]["wps"], 1) for r in rounds],
+    return {"arch": arch, "params": rounds[0][first]["params"], "rounds": rounds,
+            f"{first}_wps": [round(r[first]["wps"], 1) for r in rounds],
+            f"{second}_wps": [round(r[second]["wps"], 1) for r in rounds],
             "ratios": [round(x, 3) for x in ratios], "median_ratio": round(statistics.median(ratios), 3)}
 
 
 def print_cpu_table(rows, args):
-    how = "concurrent (grid and stock at the same time)" if args.concurrent else "alternated"
+    first, second = PAIRS[args.compare]
+    how = f"concurrent ({first} and {second} at the same time)" if args.concurrent else "alternated"
     print(f"\nfairseq-train words/s on Multi30k, CPU, {args.threads} thread(s) per run, --max-tokens "
           f"{args.max_tokens}, {args.max_update} updates per run (first log interval dropped), {args.rounds} {how} "
           f"round(s)")
-    print("| arch | params | grid words/s | stock words/s | grid/stock per round | median |")
+    print(f"| arch | params | {first} words/s | {second} words/s | {first}/{second} per round | median |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['arch']} | {row['params']:,} | {', '.join(map(str, row['grid_wps']))} | "
-              f"{', '.join(map(str, row['stock_wps']))} | {', '.join(map(str, row['ratios']))} | "
+        print(f"| {row['arch']} | {row['params']:,} | {', '.join(map(str, row[f'{first}_wps']))} | "
+              f"{', '.join(map(str, row[f'{second}_wps']))} | {', '.join(map(str, row['ratios']))} | "
               f"{row['median_ratio']} |")
 
 
@@ -338,6 +355,8 @@ def parse_args(argv=None):
     parser.add_argument("--concurrent", action="store_true",
                         help="CPU mode: run grid and stock at the same time (--threads each) instead of one after "
                              "the other, so that load from other jobs hits both alike (for shared machines)")
+    parser.add_argument("--compare", choices=sorted(PAIRS), default="stock",
+                        help="CPU mode: grid arch vs stock fairseq (default), or --autocast-bf16 vs fp32")
     parser.add_argument("--precision", choices=["bf16", "fp16"], default="bf16", help="GPU mode (default bf16)")
     parser.add_argument("--no-fused-adam", dest="fused_adam", action="store_false",
                         help="GPU mode: keep fairseq's own Adam instead of torch's fused AdamW")
