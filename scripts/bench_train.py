@@ -50,7 +50,7 @@ are scripts/arch_table.py's (6 x non-embedding params + 6 x output projection + 
 A100 312 (dense, no sparsity), or --peak-tflops.
 
     .venv/bin/python scripts/bench_train.py                              # CPU: grid vs stock, ratios
-    .venv/bin/python scripts/bench_train.py --compare bf16 --threads 2   # CPU: bf16 autocast vs fp32, ratios
+    .venv/bin/python scripts/bench_train.py --compare bf16 --threads 2   # CPU: --autocast-bf16 vs fp32
     .venv/bin/python scripts/bench_train.py --device cuda --archs transformer_wmt_en_fr_d6_h1024,transformer_wmt_en_fr_d12_h2048
     .venv/bin/python scripts/bench_train.py --quick                      # smoke test (CPU, seconds)
 """

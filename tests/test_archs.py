@@ -25,7 +25,8 @@ arch_table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(arch_table)
 
 ROBERTA = [f"roberta_d{d}_h{h}" for d in [3, 6, 12, 18, 24] for h in [256, 512, 768, 1024, 1536]]
-MT = [f"transformer_wmt_en_fr_d{d}_h{w}" for d in [2, 4, 6, 8, 12] for w in [256, 512, 768, 1024, 1536, 2048]]
+MT = [f"transformer_wmt_en_fr_d{d}_h{w}" for d in [2, 4, 6, 8, 12]
+      for w in [128, 192, 256, 384, 512, 768, 1024, 1536, 2048]]
 TINY_VOCAB = 16
 
 

@@ -139,7 +139,7 @@ def test_help(name):
 
 @pytest.mark.parametrize("name, args, expected", [
     ("multi30k_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),
-    ("multi30k_en_fr", ["--archs", "d2_h999"], "--archs: no grid arch transformer_wmt_en_fr_d2_h999 (sizes: d2_h256"),
+    ("multi30k_en_fr", ["--archs", "d2_h999"], "--archs: no grid arch transformer_wmt_en_fr_d2_h999 (sizes: d2_h128"),
     ("multi30k_en_fr", ["--budget"], "--budget needs a value"),
     ("multi30k_en_fr", ["--budget", "--tiny"], "--budget needs a value"),
     ("wmt14_en_fr", ["--from", "/nonexistent"], "--from /nonexistent: no such folder"),

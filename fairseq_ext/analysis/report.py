@@ -16,7 +16,7 @@ from .plots import PlottingUnavailable, plot_speed
 from .selection import describe, select
 from .sweep_results import level_label, models_by_size, read_sweep
 from .tables import markdown_table, number_text, params_text, write_json
-from .training_run import read_training_runs, size_order
+from .training_run import read_meta, read_training_runs, size_order
 
 MAX_BUDGETS = 6  # enough to show where the answer changes, few enough to read
 
@@ -50,6 +50,9 @@ def write_report(run, out=None, metric="valid_loss", target=None):
     else:
         sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
     learned_records = [r for r in records if r["model"] in learned]
+    control = control_section(run)
+    if control:
+        sections.append(control)
     if records:
         frontier = write_frontier(records, out, order)
         sections.append(frontier_section(frontier, out))
@@ -115,6 +118,25 @@ def learned_section(checks):
     lines.append(f"Left out of the verdicts below: {', '.join(failed)}." if failed else
                  "Every model learned: all of them take part in the verdicts below.")
     return "\n".join(lines)
+
+
+def control_section(run):
+    """Fine-tuned from pretraining vs from random weights (the recipes' RUN/finetune/ and RUN/scratch/ folders)."""
+    rows = []
+    for scratch in sorted(run.glob("scratch/*/meta.json")):
+        name = scratch.parent.name
+        pretrained = read_meta(run / "finetune" / name / "meta.json").get("valid_accuracy")
+        from_scratch = read_meta(scratch).get("valid_accuracy")
+        rows.append({"model": name, "pretrained": pretrained, "scratch": from_scratch,
+                     "gain": pretrained - from_scratch if None not in (pretrained, from_scratch) else None})
+    if not rows:
+        return None
+    return "\n".join(["## What pretraining added", "",
+                      "The same fine-tuning (data, settings, epochs) from the pretrained checkpoint and from random "
+                      "weights: dev accuracy (%) at the end of fine-tuning.", "",
+                      markdown_table(rows, ["model", "pretrained", "scratch", "gain"],
+                                     ["model", "pretrained, then fine-tuned", "fine-tuned from scratch",
+                                      "gain (points)"])])
 
 
 def convergence_section(files, out):

@@ -16,7 +16,7 @@ from fairseq.utils import safe_getattr
 
 from .grid import fill_size_defaults, register_grid
 
-DEPTHS = [1, 2, 3, 4, 6, 8, 12]
+DEPTHS = [2, 4, 6, 8, 12]
 WIDTHS = [128, 192, 256, 384, 512, 768, 1024, 1536, 2048]  # 128-384: the sizes a few CPU-minutes train best
 
 

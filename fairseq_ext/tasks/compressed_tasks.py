@@ -19,8 +19,10 @@ COMPRESSED_VARIANT_OF = {}
 
 def register_compressed(stock_name, stock_config, stock_task):
     name = f"compressed_{stock_name}"
-    config = dataclass(type(f"Compressed{stock_config.__name__}", (stock_config, CompressionConfig, AutocastConfig), {}))
-    task = type(f"Compressed{stock_task.__name__}", (CompressionTaskMixin, AutocastTaskMixin, stock_task), {"__doc__": __doc__})
+    config = dataclass(type(f"Compressed{stock_config.__name__}", (stock_config, CompressionConfig, AutocastConfig),
+                            {}))
+    task = type(f"Compressed{stock_task.__name__}", (CompressionTaskMixin, AutocastTaskMixin, stock_task),
+                {"__doc__": __doc__})
     COMPRESSED_VARIANT_OF[name] = stock_name
     return register_task(name, dataclass=config)(task)
 

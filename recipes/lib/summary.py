@@ -28,13 +28,22 @@ def main(out):
     metric = records[0]["metric"] if records else "score"
     lines = [f"device: {metas[0]['device']}" if metas else "no trained models"]
     rows = [[m["name"], f"{m['params'] / 1e6:.1f}M" if m.get("params") else "-", number(m.get("words_per_s")),
-             m.get("updates", "-"), number(m.get("valid_loss")),
+             m.get("updates", "-"), f"{number(m.get('first_valid_loss'))} -> {number(m.get('valid_loss'))}",
              number(dense[m["name"]]["value"]) if m["name"] in dense else "-"] for m in metas]
-    lines += table(rows, ["model", "params", "train words/s", "updates", "valid loss", f"{metric} (uncompressed)"])
-    finished = [m for m in metas if m.get("valid_loss") is not None]
-    if len(finished) > 1:
-        best = min(finished, key=lambda m: m["valid_loss"])
-        lines.append(f"lowest validation loss after the same wall-clock budget: {best['name']}")
+    lines += table(rows, ["model", "params", "train words/s", "updates", "valid loss (first -> last)",
+                          f"{metric} (uncompressed)"])
+    best_size = out / "report" / "best_size.json"
+    if best_size.is_file():
+        verdict = json.loads(best_size.read_text())
+        if verdict["not_learned"]:
+            lines.append(f"NOT LEARNED (left out of the verdicts): {', '.join(verdict['not_learned'])}")
+        lines += [line.replace("**", "") for line in verdict["lines"]]
+    for scratch in sorted(out.glob("scratch/*/meta.json")):
+        name = scratch.parent.name
+        pretrained = json.loads((out / "finetune" / name / "meta.json").read_text()).get("valid_accuracy")
+        from_scratch = json.loads(scratch.read_text()).get("valid_accuracy")
+        lines.append(f"control: {name} fine-tuned from random weights: dev accuracy {number(from_scratch)}; "
+                     f"pretrained, then fine-tuned: {number(pretrained)}")
     budgets_file = out / "report" / "budgets.json"
     if budgets_file.is_file():
         budgets = json.loads(budgets_file.read_text())

@@ -93,6 +93,7 @@ def measure(save_dir, arch, budget_s, fairseq_args):
         "budget_s": budget_s,
         "updates": updates,
         "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
+        "first_valid_loss": float(valid[0]["valid_loss"]) if valid else None,
         "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
         **({"valid_accuracy": float(valid[-1]["valid_accuracy"])} if valid and "valid_accuracy" in valid[-1] else {}),
     }

@@ -24,23 +24,26 @@ options:
   --sst2 DIR         SST-2 as train.tsv / dev.tsv (default: $FAIRSEQ_EXT_DATA/sst2 if there, else downloaded)
   --glue-dir DIR     GLUE data (the folder with MNLI/, QNLI/, ... as the GLUE download script leaves it)
   --glue-tasks "L"   tasks from --glue-dir to fine-tune on besides SST-2, e.g. "MNLI QNLI" (MNLI QNLI RTE MRPC QQP)
-  --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768")
-  --budget MIN       pretraining minutes per model (default: 3)
-  --epochs N         fine-tuning epochs per task (default: 2)
+  --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d6_h256 d3_h512")
+  --budget MIN       pretraining minutes per model (default: 4)
+  --epochs N         fine-tuning epochs per task (default: 3)
   --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
-  --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision)
+  --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision; on a CPU with AMX or
+                     AVX512-BF16: bf16 autocast, --autocast-bf16; FP32=1 in the environment turns it off)
   --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates,
                      the first 256 training and dev examples of each task
   -h, --help         this text
 
 Pretraining (every size the same): pre-norm, 128-token samples of whole sentences, 15% masking, Adam (0.9, 0.98),
-lr 5e-4 after a 50-update warm-up, inverse-sqrt decay, 4,096-token batches. Fine-tuning: batch 32, lr 2e-5 with
-6% warm-up and linear decay (fairseq's RoBERTa GLUE settings at their middle learning rate).
+lr 1e-3 after a 40-update warm-up, inverse-sqrt decay, 4,096-token batches; validation every 50 updates on a CPU.
+Fine-tuning: batch 32, lr 1e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at a learning rate
+for small models). The control: the size that fine-tuned best, fine-tuned again from random weights (no
+pretraining) with the same settings, in OUT/<TASK>/scratch/, so the report shows what pretraining added.
 EOF
 }
 
-OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=2 GRID="" TRAIN_EXTRA="" TINY=0
+OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=3 GRID="" TRAIN_EXTRA="" TINY=0
 
 parse_args() {
     while (($#)); do
@@ -68,7 +71,7 @@ parse_args() {
         ARCHS=${ARCHS:-d3_h256 d3_h512} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
         MONO_ARGS=(--max-lines 3000 --vocab-size 1000) GLUE_ARGS=(--max-examples 256)
     fi
-    ARCHS=${ARCHS:-d3_h256 d3_h512 d3_h768 d6_h256 d6_h512 d6_h768} BUDGET=${BUDGET:-3} GRID=${GRID:-full}
+    ARCHS=${ARCHS:-d3_h256 d6_h256 d3_h512} BUDGET=${BUDGET:-4} GRID=${GRID:-full}
     OUT=${OUT:-$REPO/runs/roberta}
     if [[ -z $TEXT && -d $SHARED_DATA/multi30k/mono ]]; then TEXT=$SHARED_DATA/multi30k/mono; fi
     if [[ -z $SST2 && -f $SHARED_DATA/sst2/train.tsv ]]; then SST2=$SHARED_DATA/sst2; fi
@@ -106,14 +109,14 @@ prepare() {
 }
 
 pretrain() {
-    local archs=() size valid_every=10 log_every=2 workers=0
+    local archs=() size valid_every=50 log_every=5 workers=0
     if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
     for size in $ARCHS; do archs+=("roberta_$size"); done
     local args=(
         "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task compressed_masked_lm --criterion masked_lm
         --sample-break-mode complete --tokens-per-sample 128 --max-positions 128
         --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0
-        --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 50 --warmup-init-lr 1e-7
+        --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 40 --warmup-init-lr 1e-7
         --dropout 0.1 --attention-dropout 0.1 --max-tokens 4096 --seed 1 --num-workers "$workers"
         --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
         "${TRAIN_DEVICE_ARGS[@]}"
@@ -123,11 +126,36 @@ pretrain() {
     train_grid "$OUT" "$(seconds "$BUDGET")" "${archs[@]}" -- "${args[@]}"
 }
 
-# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates).
+# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates), then the control: the
+# size that scored best, from random weights.
+finetune() {
+    local task=$1 size i=0 n best
+    n=$(wc -w <<<"$ARCHS")
+    for size in $ARCHS; do
+        i=$((i + 1))
+        finetune_one "$task" "$size" "$OUT/$task/finetune/$size" "$task $i/$n" \
+            --finetune-from-model "$OUT/train/$size/checkpoint_last.pt"
+    done
+    best=$(best_finetuned "$OUT/$task/finetune")
+    finetune_one "$task" "$best" "$OUT/$task/scratch/$best" "$task control: $best from scratch"
+}
+
+# best_finetuned DIR: the size whose fine-tuning ended with the best dev accuracy (DIR/<size>/meta.json).
+best_finetuned() {
+    "$PY" - "$1" <<'EOF'
+import json, pathlib, sys
+metas = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*/meta.json"))]
+print(max(metas, key=lambda m: m.get("valid_accuracy") or 0)["name"])
+EOF
+}
+
+# finetune_one TASK SIZE SAVE_DIR LABEL [INIT...]: one fine-tuning run of roberta_SIZE; INIT says where it starts
+# (--finetune-from-model CHECKPOINT), nothing for random weights.
 # The task is compressed_sentence_prediction with no compression flags, i.e. the stock task: fairseq-validate takes
 # the task config from the checkpoint, and only this one has the --prune-*/--quant-* keys the sweep overrides.
-finetune() {
-    local task=$1 data=$OUT/$1/data/bin size i=0 n
+finetune_one() {
+    local task=$1 size=$2 save_dir=$3 label=$4 data=$OUT/$1/data/bin
+    shift 4
     local examples classes updates
     examples=$(wc -l <"$OUT/$task/data/bpe/train.label")
     # fairseq-preprocess pads the label dictionary with madeupwordNNNN entries: they are no classes.
@@ -135,21 +163,16 @@ finetune() {
     updates=$(((examples + 31) / 32 * EPOCHS))
     local stop=(--max-epoch "$EPOCHS")
     if ((TINY)); then updates=4 stop=(--max-update 4); fi
-    n=$(wc -w <<<"$ARCHS")
-    for size in $ARCHS; do
-        i=$((i + 1))
-        "$PY" "$LIB/train_budget.py" --save-dir "$OUT/$task/finetune/$size" --arch "roberta_$size" --budget-s 0 \
-            --label "$task $i/$n" -- "$data" --user-dir "$REPO/fairseq_ext" \
-            --task compressed_sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
-            --finetune-from-model "$OUT/train/$size/checkpoint_last.pt" \
-            --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \
-            --batch-size 32 "${stop[@]}" --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 \
-            --weight-decay 0.1 --clip-norm 0.0 --lr 2e-5 --lr-scheduler polynomial_decay \
-            --total-num-update "$updates" --warmup-updates $((updates * 6 / 100)) \
-            --dropout 0.1 --attention-dropout 0.1 --find-unused-parameters \
-            --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --no-epoch-checkpoints \
-            --seed 1 --num-workers 0 --log-interval 10 "${TRAIN_DEVICE_ARGS[@]}"
-    done
+    "$PY" "$LIB/train_budget.py" --save-dir "$save_dir" --arch "roberta_$size" --budget-s 0 \
+        --label "$label" -- "$data" --user-dir "$REPO/fairseq_ext" "$@" \
+        --task compressed_sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
+        --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \
+        --batch-size 32 "${stop[@]}" --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 \
+        --weight-decay 0.1 --clip-norm 0.0 --lr 1e-4 --lr-scheduler polynomial_decay \
+        --total-num-update "$updates" --warmup-updates $((updates * 6 / 100)) \
+        --dropout 0.1 --attention-dropout 0.1 --find-unused-parameters \
+        --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --no-epoch-checkpoints \
+        --seed 1 --num-workers 0 --log-interval 10 "${TRAIN_DEVICE_ARGS[@]}"
 }
 
 # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by default), so 1
