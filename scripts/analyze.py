@@ -74,7 +74,7 @@ def select_command(args):
 
 
 def report(args):
-    path, plot_problem = write_report(args.run, args.out, args.metric, args.target)
+    path, plot_problem = write_report(args.run, args.out, args.metric, args.target, args.min_score)
     return wrote(args, [path], plot_problem)
 
 
@@ -129,6 +129,9 @@ def parser():
     command.add_argument("--out", type=Path, help="where to write (default: RUN/report)")
     command.add_argument("--metric", default="valid_loss", help=metric_help)
     command.add_argument("--target", type=finite_number, help=target_help)
+    command.add_argument("--min-score", type=finite_number,
+                         help="the uncompressed sweep score a model must reach to count as learned and take part in "
+                              "the verdicts (default: BLEU 10, accuracy 60 (%%); no floor for other metrics)")
     command.set_defaults(handler=report)
     return main
 

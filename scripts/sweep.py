@@ -58,7 +58,8 @@ DENSE = config()
 # full: the paper's sweeps, pruning 10-90% and 8/6/4/3 bits, and both combined; quick: a spread of the same
 # (pruning 50/70/90%, 8/4/3 bits, 50% + 4 bits) for a first look; speed: structured pruning and real int8
 # kernels, for decoding speed on dense hardware (each translation record has fairseq-generate's tokens/s), beside
-# simulated 8-bit, the accuracy int8 kernels should match; tiny: one config per method, for smoke tests.
+# simulated 8-bit, the accuracy int8 kernels should match; tiny: one config per method, for smoke tests;
+# dense: the uncompressed model alone (a model's own score).
 GRIDS = {
     "full": [DENSE, *(config(s) for s in PRUNING), *(config(bits=b) for b in BITS),
              *(config(s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))],
@@ -67,6 +68,7 @@ GRIDS = {
               config(prune_ffn=0.5), config(prune_heads=0.25, prune_ffn=0.5), config(bits=8), config(int8=True),
               config(prune_heads=0.25, prune_ffn=0.5, int8=True)],
     "tiny": [DENSE, config(0.5), config(bits=4)],
+    "dense": [DENSE],
 }
 
 

@@ -42,7 +42,8 @@ def assert_png(path):
 
 @pytest.fixture(scope="module")
 def report(compression_study):
-    run(["scripts/analyze.py", "report", "--run", compression_study.out])
+    # 12-update models translate nothing: --min-score 0 lets them into the verdicts, whose machinery is tested here.
+    run(["scripts/analyze.py", "report", "--run", compression_study.out, "--min-score", "0"])
     return compression_study.out / "report"
 
 
@@ -178,3 +179,16 @@ def test_bad_input_is_one_clear_line_naming_the_option(argv, option, compression
     assert code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and option in errors[0], errors
+
+
+def test_by_default_models_that_translate_nothing_take_no_part_in_the_verdicts(compression_study, tmp_path):
+    run(["scripts/analyze.py", "report", "--run", compression_study.out, "--out", tmp_path])
+    text = (tmp_path / "report.md").read_text()
+    dense = {r["model"]: r["value"] for r in sweep_records(compression_study) if r["method"] == "dense"}
+    assert all(bleu < 10 for bleu in dense.values())  # 12 updates: the premise of this test
+    for name, bleu in dense.items():
+        assert f"bleu {number_text(bleu)} < 10: has not learned" in text
+    assert "Left out of the verdicts below: small, large." in text
+    assert "No swept model learned (see above): no verdict." in text
+    assert not (tmp_path / "budgets.json").exists()
+    assert json.loads((tmp_path / "best_size.json").read_text())["not_learned"] == ["small", "large"]

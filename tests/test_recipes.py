@@ -46,10 +46,16 @@ def test_multi30k_tiny_runs_the_study_and_resumes(tmp_path):
     assert {r["model"] for r in records} == {"d2_h256", "d2_h512"}
     assert {r["method"] for r in records} == {"dense", "prune", "quant"}
     assert all(r["metric"] == "bleu" and r["subset"] == "test" for r in records)
+    # Each model's own score on the whole test set, apart from the sweep's 40 sentences: what the report checks.
+    scores = sweep_records(out / "scores" / "sweep.jsonl")
+    assert sorted((r["model"], r["method"]) for r in scores) == [("d2_h256", "dense"), ("d2_h512", "dense")]
     report = (out / "report" / "report.md").read_text()
+    assert "uncompressed score on every test sentence (`scores/sweep.jsonl`)" in report
     assert "## Which model under a memory budget" in report and "cpu: " in report
-    # The summary names the regime and each model's rate, and answers the question per budget.
-    assert "train words/s" in first and "best under each memory budget" in first
+    # The summary names the regime and each model's rate; 4-second models translate nothing, and it says so
+    # instead of drawing a verdict from them.
+    assert "train words/s" in first and "NOT LEARNED (left out of the verdicts): d2_h256, d2_h512" in first
+    assert "No swept model learned (see above): no verdict." in report
     assert "[train 2/2] d2_h512" in first  # progress: which model, out of how many
     again = recipe_on_cpu("multi30k_en_fr", "--tiny", "--out", out).output
     assert again.count("finished before") == 2 and "prepare: " in again and "skipping" in again
@@ -127,8 +133,15 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     records = sweep_records(out / "SST-2" / "sweep.jsonl")
     assert {r["model"] for r in records} == {"d3_h256", "d3_h512"}
     assert all(r["metric"] == "accuracy" and r["subset"] == "valid" for r in records)
-    assert (out / "SST-2" / "report" / "report.md").is_file()
-    assert "best under each memory budget" in output
+    report = (out / "SST-2" / "report" / "report.md").read_text()
+    assert "## Did every model learn?" in report
+    # The control: the best fine-tuned size again from random weights, beside its pretrained score.
+    best = max(("d3_h256", "d3_h512"), key=lambda size: json.loads(
+        (out / "SST-2" / "finetune" / size / "meta.json").read_text())["valid_accuracy"])
+    control = json.loads((out / "SST-2" / "scratch" / best / "meta.json").read_text())
+    assert control["updates"] == 4 and control["arch"] == f"roberta_{best}"
+    assert f"control: {best} fine-tuned from random weights: dev accuracy" in output
+    assert "## What pretraining added" in report
 
 
 @pytest.mark.parametrize("name", RECIPES)

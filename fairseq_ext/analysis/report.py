@@ -21,7 +21,8 @@ from .training_run import read_meta, read_training_runs, size_order
 MAX_BUDGETS = 6  # enough to show where the answer changes, few enough to read
 
 
-def write_report(run, out=None, metric="valid_loss", target=None):
+def write_report(run, out=None, metric="valid_loss", target=None, min_score=None):
+    """min_score: the uncompressed score a model must reach to count as learned (default: best_size.MIN_SCORE)."""
     run = Path(run)
     out = Path(out) if out else run / "report"
     logs = sorted(run.glob("train/*/train.log"))
@@ -35,16 +36,20 @@ def write_report(run, out=None, metric="valid_loss", target=None):
     runs = sorted((replace(run, params=run.params or sweep_params.get(run.name))
                    for run in (read_training_runs(logs) if logs else [])), key=size_order)
     order = model_order(runs, sweep_params)
-    checks = check_models(runs, records)
+    # The recipes score each model on the whole test set apart from the sweep (RUN/scores/), which may use a part.
+    scores_file = run / "scores" / "sweep.jsonl"
+    scores = read_sweep(scores_file, option="--run") if scores_file.is_file() else records
+    checks = check_models(runs, scores, min_score)
     learned = {c.name for c in checks if c.learned}
+    scored_on = "every test sentence (`scores/sweep.jsonl`)" if scores is not records else "the sweep's test set"
     sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records),
-                learned_section(checks)]
+                learned_section(checks, scored_on)]
     problems = []
     if runs:
         convergence = write_convergence(runs, metric, target, out, order, target_models=learned)
-        best = best_size_lines(runs, records, checks, metric)
-        write_json(out / "best_size.json", {"lines": best, "learned": sorted(learned),
-                                            "not_learned": sorted(c.name for c in checks if not c.learned)})
+        best = best_size_lines(runs, scores, checks, metric)
+        write_json(out / "best_size.json", {"lines": best, "learned": [c.name for c in checks if c.learned],
+                                            "not_learned": [c.name for c in checks if not c.learned]})
         sections.append(convergence_section(convergence, out) + "\n\n" + "\n\n".join(best))
         problems.append(convergence.plot_problem)
     else:
@@ -110,10 +115,11 @@ def regime_section(runs, records):
     return "\n".join(lines)
 
 
-def learned_section(checks):
+def learned_section(checks, scored_on):
     failed = [c.name for c in checks if not c.learned]
     lines = ["## Did every model learn?", "",
-             "A comparison is only as good as its models: each is checked before any verdict is drawn.", "",
+             f"A comparison is only as good as its models: each is checked before any verdict is drawn, by its "
+             f"uncompressed score on {scored_on}.", "",
              learned_markdown(checks), ""]
     lines.append(f"Left out of the verdicts below: {', '.join(failed)}." if failed else
                  "Every model learned: all of them take part in the verdicts below.")

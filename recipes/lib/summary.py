@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def number(value, digits=3):
-    return "-" if value is None else f"{value:,.{digits}g}" if isinstance(value, float) else f"{value:,}"
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) < 10 ** digits:
+        return f"{value:.{digits}g}"
+    return f"{round(value):,}"
 
 
 def table(rows, header):
@@ -19,19 +23,27 @@ def table(rows, header):
     return ["  " + "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
 
 
+def json_lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def main(out):
     out = Path(out)
     metas = [json.loads(p.read_text()) for p in sorted(out.glob("train/*/meta.json"))]
     metas.sort(key=lambda m: m.get("params") or 0)
-    records = [json.loads(line) for line in (out / "sweep.jsonl").read_text().splitlines() if line.strip()]
+    records = json_lines(out / "sweep.jsonl")
     dense = {r["model"]: r for r in records if r["method"] == "dense"}
+    # Each model on every test sentence, where the recipe scored it apart from the sweep.
+    scores_file = out / "scores" / "sweep.jsonl"
+    scores = {r["model"]: r for r in json_lines(scores_file)} if scores_file.is_file() else {}
     metric = records[0]["metric"] if records else "score"
     lines = [f"device: {metas[0]['device']}" if metas else "no trained models"]
     rows = [[m["name"], f"{m['params'] / 1e6:.1f}M" if m.get("params") else "-", number(m.get("words_per_s")),
              m.get("updates", "-"), f"{number(m.get('first_valid_loss'))} -> {number(m.get('valid_loss'))}",
-             number(dense[m["name"]]["value"]) if m["name"] in dense else "-"] for m in metas]
+             number(dense[m["name"]]["value"]) if m["name"] in dense else "-"]
+            + ([number(scores[m["name"]]["value"]) if m["name"] in scores else "-"] if scores else []) for m in metas]
     lines += table(rows, ["model", "params", "train words/s", "updates", "valid loss (first -> last)",
-                          f"{metric} (uncompressed)"])
+                          f"{metric} (uncompressed, sweep)"] + ([f"{metric}, whole test set"] if scores else []))
     best_size = out / "report" / "best_size.json"
     if best_size.is_file():
         verdict = json.loads(best_size.read_text())
