@@ -78,3 +78,16 @@ def test_autocast_refuses_weights_that_are_not_fp32():
     assert autocast_device(torch.nn.Linear(2, 2)) == "cpu"
     with pytest.raises(ValueError, match="--autocast-bf16 keeps fp32 weights.*torch.bfloat16.*--fp16"):
         autocast_device(torch.nn.Linear(2, 2).bfloat16())
+
+
+def test_validating_a_bf16_checkpoint_stays_fp32(fp32_and_bf16, multi30k_2k):
+    """The checkpoint's saved task config keeps --autocast-bf16, which fairseq-validate reuses: it must not turn an
+    evaluation into a bf16 one. Forcing the flag off must therefore change nothing, to the last digit."""
+    checkpoint = fp32_and_bf16["bf16"][0] / "checkpoint_last.pt"
+
+    def valid_loss(*extra):
+        output = run(["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
+                      "compressed_translation", "--path", checkpoint, "--cpu", "--max-valid-steps", "2", *extra]).output
+        return [line for line in output.splitlines() if "valid on 'valid' subset" in line][-1].split("| loss ")[1]
+
+    assert valid_loss() == valid_loss("--model-overrides", "{'task': {'autocast_bf16': False}}")

@@ -4,7 +4,8 @@ Stock fairseq's ``--bf16`` implies ``--tpu`` and keeps bf16 weights; on a CPU wh
 the forward pass and the loss run with bf16 matmuls, while the weights, their gradients and the optimizer state
 stay fp32, so there is no loss scaling and every checkpoint is an ordinary fp32 one. Only the criterion call
 (forward + loss) runs under autocast, as torch recommends; fairseq's own train step runs the backward pass after
-it, outside. Validation runs under autocast too, so the validation curve measures the model being trained.
+it, outside. Validation during training runs under autocast too, so the validation curve measures the model being
+trained; fairseq-validate of such a checkpoint (which keeps the flag in its saved config) stays fp32.
 
 fairseq's criteria take log-probabilities through ``utils.log_softmax(x.float())``, so the loss itself is fp32.
 """
@@ -51,8 +52,16 @@ def autocast_device(model):
 class AutocastTaskMixin:
     """Put among the bases of a stock task class, before it; ``cfg`` must include AutocastConfig's field."""
 
+    _training = False  # set by build_model: fairseq-train builds with from_checkpoint=False
+
+    def build_model(self, cfg, from_checkpoint=False):
+        # A checkpoint trained with --autocast-bf16 keeps the flag in its saved task config, which fairseq-validate
+        # reuses: evaluating it stays fp32 unless the run trains.
+        self._training = not from_checkpoint
+        return super().build_model(cfg, from_checkpoint)
+
     def _criterion_for(self, model, criterion):
-        if not getattr(self.cfg, "autocast_bf16", False):
+        if not (self._training and getattr(self.cfg, "autocast_bf16", False)):
             return criterion
         return _UnderAutocast(criterion, autocast_device(model))
 

@@ -117,27 +117,32 @@ short_name() { echo "d${1##*_d}"; }
 # RUN/sweep/NAME.jsonl, each resumable), as many models at a time as there are cores, then all results together in
 # RUN/sweep.jsonl for the report. Every evaluation is a fresh fairseq process whose start-up is single-threaded and
 # whose small-batch decoding scales poorly with threads: N one-thread processes finish far sooner than one with N.
+# The recipes list models smallest first; the last (largest, slowest) starts first, and each core that frees up
+# takes the next model, so that the fast ones fill in beside the slow one.
 parallel_sweep() {
     local run=$1
     shift
     local options=()
     while [[ $1 != -- ]]; do options+=("$1"); shift; done
     shift
-    local models=("$@") cores jobs j pids=() failed=0 model
+    local models=("$@") cores jobs i running=0 failed=0 model
     cores=$(nproc)
     jobs=$((${#models[@]} < cores ? ${#models[@]} : cores))
     mkdir -p "$run/sweep"
     say "sweeping ${#models[@]} models, $jobs at a time"
-    for ((j = 0; j < jobs; j++)); do
-        (
-            for ((i = j; i < ${#models[@]}; i += jobs)); do
-                OMP_NUM_THREADS=$((cores / jobs)) "$PY" "$REPO/scripts/sweep.py" "${options[@]}" \
-                    --checkpoint "${models[i]}" --out "$run/sweep/${models[i]%%=*}.jsonl"
-            done
-        ) &
-        pids+=($!)
+    for ((i = ${#models[@]} - 1; i >= 0; i--)); do
+        if ((running == jobs)); then
+            wait -n || failed=1
+            running=$((running - 1))
+        fi
+        OMP_NUM_THREADS=$((cores / jobs)) "$PY" "$REPO/scripts/sweep.py" "${options[@]}" \
+            --checkpoint "${models[i]}" --out "$run/sweep/${models[i]%%=*}.jsonl" &
+        running=$((running + 1))
     done
-    for j in "${pids[@]}"; do wait "$j" || failed=1; done
+    while ((running > 0)); do
+        wait -n || failed=1
+        running=$((running - 1))
+    done
     ((failed == 0)) || die "the compression sweep failed (its error is above); a re-run resumes it"
     for model in "${models[@]}"; do cat "$run/sweep/${model%%=*}.jsonl"; done >"$run/sweep.jsonl"
 }
