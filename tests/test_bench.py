@@ -1,5 +1,6 @@
 """The benchmark scripts: what they compare is what they claim to compare, and they run end to end (--quick).
 No timing is asserted anywhere: the machine running the tests is shared."""
+import json
 import sys
 
 import pytest
@@ -63,6 +64,14 @@ def test_cpu_commands_compare_like_with_like(tmp_path):
         bench_train.parse_args(["--archs", "transformer"])
 
 
+def test_bf16_comparison_differs_from_fp32_by_the_flag_alone(tmp_path):
+    args = bench_train.parse_args(["--compare", "bf16", "--archs", "transformer_wmt_en_fr_d2_h256"])
+    bf16 = [str(c) for c in bench_train.train_command("bf16", "transformer_wmt_en_fr_d2_h256", tmp_path, args)]
+    fp32 = [str(c) for c in bench_train.train_command("fp32", "transformer_wmt_en_fr_d2_h256", tmp_path, args)]
+    assert [a for a in bf16 if a != "--autocast-bf16"] == fp32 and "--autocast-bf16" in bf16
+    assert fp32[fp32.index("--task") + 1] == "compressed_translation"  # the flag is the plugin task's
+
+
 def test_generate_variants_and_fixed_length():
     args = bench_generate.parse_args(["--variants", "fp32,int8,pruned_int8"])
     int8 = [str(c) for c in bench_generate.generate_command("int8", "DATA", "CKPT", args)]
@@ -81,7 +90,11 @@ def test_bench_train_quick(multi30k_2k, tmp_path):
                "--work", tmp_path,
                "--json", tmp_path / "train.json"]).output
     assert "| transformer_wmt_en_fr_d2_h256 |" in out and "grid/stock" in out
-    assert (tmp_path / "train.json").is_file()
+    (row,) = json.loads((tmp_path / "train.json").read_text())["results"]
+    assert row["arch"] == "transformer_wmt_en_fr_d2_h256" and row["params"] > 0
+    (measured,) = row["rounds"]
+    assert measured["grid"]["params"] == measured["stock"]["params"] == row["params"]
+    assert row["median_ratio"] == round(measured["grid"]["wps"] / measured["stock"]["wps"], 3) > 0
 
 
 @pytest.mark.e2e
