@@ -33,7 +33,8 @@ def fp32_and_bf16(multi30k_2k, tmp_path_factory):
 
 
 def losses(output, kind="train_inner"):
-    return [float(r["loss"]) for r in json_log_records(output, kind)]
+    key = "loss" if kind == "train_inner" else f"{kind}_loss"
+    return [float(r[key]) for r in json_log_records(output, kind)]
 
 
 def test_bf16_training_loss_tracks_fp32_from_the_same_seed(fp32_and_bf16):
@@ -44,7 +45,7 @@ def test_bf16_training_loss_tracks_fp32_from_the_same_seed(fp32_and_bf16):
         assert abs(a - b) <= LOSS_TOLERANCE * a, f"interval {step}: fp32 loss {a}, bf16 {b}"
     assert bf16[-1] < bf16[0] - 2, f"bf16 training did not learn: {bf16}"
     valid_fp32, valid_bf16 = losses(fp32_and_bf16["fp32"][1], "valid"), losses(fp32_and_bf16["bf16"][1], "valid")
-    assert len(valid_bf16) == len(valid_fp32) == 2
+    assert len(valid_bf16) == len(valid_fp32) >= 2
     assert abs(valid_bf16[-1] - valid_fp32[-1]) <= LOSS_TOLERANCE * valid_fp32[-1]
 
 
@@ -54,11 +55,11 @@ def test_bf16_checkpoint_is_fp32_and_decodes_in_stock_generate(fp32_and_bf16, mu
     dtypes = {t.dtype for t in state["model"].values() if t.is_floating_point()}
     assert dtypes == {torch.float32}
     output = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
-                  "--path", checkpoint, "--gen-subset", "valid", "--max-sentences", "50", "--max-valid-steps", "1",
+                  "--path", checkpoint, "--gen-subset", "valid", "--max-sentences", "200",
                   "--beam", "2", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu", "--scoring", "sacrebleu",
                   "--post-process", "sentencepiece", "--required-batch-size-multiple", "1"]).output
     hypotheses = [line.split("\t")[2] for line in output.splitlines() if line.startswith("H-")]
-    assert len(hypotheses) == 50 and all(h.strip() for h in hypotheses)
+    assert len(hypotheses) == 1014 and all(h.strip() for h in hypotheses)  # every valid sentence decoded
     assert "BLEU = " in output
 
 
@@ -87,7 +88,8 @@ def test_validating_a_bf16_checkpoint_stays_fp32(fp32_and_bf16, multi30k_2k):
 
     def valid_loss(*extra):
         output = run(["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
-                      "compressed_translation", "--path", checkpoint, "--cpu", "--max-valid-steps", "2", *extra]).output
+                      "compressed_translation", "--path", checkpoint, "--cpu", "--max-tokens", "4000", "--max-valid-steps", "2",
+                      *extra]).output
         return [line for line in output.splitlines() if "valid on 'valid' subset" in line][-1].split("| loss ")[1]
 
     assert valid_loss() == valid_loss("--model-overrides", "{'task': {'autocast_bf16': False}}")
