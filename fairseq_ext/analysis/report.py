@@ -41,7 +41,8 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
     scores = read_sweep(scores_file, option="--run") if scores_file.is_file() else records
     checks = check_models(runs, scores, min_score)
     learned = {c.name for c in checks if c.learned}
-    scored_on = "every test sentence (`scores/sweep.jsonl`)" if scores is not records else "the sweep's test set"
+    scored_on = ("the test set, scored apart from the sweep (`scores/sweep.jsonl`)" if scores is not records
+                 else "the sweep's test set")
     sections = [f"# Train Large, Then Compress: report on `{run}`", regime_section(runs, records),
                 learned_section(checks, scored_on)]
     problems = []

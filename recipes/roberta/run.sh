@@ -68,7 +68,7 @@ parse_args() {
     # Options given win over the mode's defaults.
     MONO_ARGS=() GLUE_ARGS=()
     if ((TINY)); then
-        ARCHS=${ARCHS:-d3_h256 d3_h512} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
+        ARCHS=${ARCHS:-d3_h256 d6_h256} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
         MONO_ARGS=(--max-lines 3000 --vocab-size 1000) GLUE_ARGS=(--max-examples 256)
     fi
     ARCHS=${ARCHS:-d3_h256 d6_h256 d3_h512} BUDGET=${BUDGET:-4} GRID=${GRID:-full}
