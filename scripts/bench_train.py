@@ -162,7 +162,7 @@ def common_train_args(args, task="translation"):
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
         "--label-smoothing", "0.1", "--max-tokens", args.max_tokens, "--max-update", args.max_update,
         "--seed", "1", "--log-format", "json", "--log-interval", args.log_interval, "--no-progress-bar",
-        "--no-save", "--disable-validation",
+        "--no-save", "--disable-validation", "--data-buffer-size", "0",  # no prefetch thread: a clean exit (recipes)
     ]
 
 

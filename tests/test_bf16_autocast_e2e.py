@@ -55,7 +55,7 @@ def test_bf16_checkpoint_is_fp32_and_decodes_in_stock_generate(fp32_and_bf16, mu
     dtypes = {t.dtype for t in state["model"].values() if t.is_floating_point()}
     assert dtypes == {torch.float32}
     output = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
-                  "--path", checkpoint, "--gen-subset", "valid", "--batch-size", "40", "--distributed-world-size", "5",
+                  "--path", checkpoint, "--gen-subset", "test", "--batch-size", "40", "--distributed-world-size", "5",
                   "--distributed-rank", "0",
                   "--beam", "2", "--max-len-a", "1.2", "--max-len-b", "10", "--cpu", "--scoring", "sacrebleu",
                   "--post-process", "sentencepiece", "--required-batch-size-multiple", "1"]).output

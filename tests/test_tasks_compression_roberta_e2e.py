@@ -8,13 +8,15 @@ import re
 import pytest
 
 from clitools import json_log_records, run
+from conftest import CLEAN_EXIT
 
 pytestmark = pytest.mark.e2e
 
 TINY_ROBERTA = ["--arch", "roberta_d3_h256", "--encoder-layers", "1", "--encoder-embed-dim", "64",
                 "--encoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2", "--max-positions", "64"]
 SETTINGS = ["--optimizer", "adam", "--lr", "1e-3", "--batch-size", "32", "--seed", "1", "--cpu", "--num-workers",
-            "0", "--no-progress-bar", "--log-format", "json", "--log-interval", "5", "--no-epoch-checkpoints"]
+            "0", "--no-progress-bar", "--log-format", "json", "--log-interval", "5", "--no-epoch-checkpoints",
+            *CLEAN_EXIT]
 
 
 def encode(spm_model, lines):
