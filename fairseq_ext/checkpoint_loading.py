@@ -1,4 +1,6 @@
-"""fairseq checkpoints load under torch >= 2.6, whose torch.load defaults to weights_only=True.
+"""How fairseq checkpoints and packed files load: safely, with one-line errors, atomically copied.
+
+fairseq_ext.plugin installs these functions into fairseq's checkpoint_utils; this module patches nothing itself.
 
 We keep safe loading on: the weights-only unpickler rebuilds tensors and plain containers, plus the few types
 allowlisted here, which are exactly what fairseq and this plugin write into a checkpoint. Anything else (a
@@ -19,8 +21,6 @@ import pickle
 import re
 import shutil
 
-import torch
-from fairseq import checkpoint_utils
 from fairseq.dataclass.utils import overwrite_args_by_name
 from omegaconf import OmegaConf
 
@@ -30,11 +30,9 @@ from fairseq_ext.compression.packed import MAGIC
 # fairseq stores the legacy `args` (and Namespace-valued config entries) as argparse.Namespace.
 CHECKPOINT_SAFE_GLOBALS = [argparse.Namespace]
 
-torch.serialization.add_safe_globals(CHECKPOINT_SAFE_GLOBALS)
 
-
-# A packed file holds no pickle (fairseq_ext.compression.packed); we recognise it by its magic bytes in the one
-# function every fairseq loader goes through, and hand fairseq the checkpoint-shaped dict it expects: the fairseq
+# A packed file holds no pickle (fairseq_ext.compression.packed); the plugin recognises it by its magic bytes in
+# the one function every fairseq loader goes through, and this module hands fairseq the checkpoint-shaped dict it expects: the fairseq
 # config stored in the file's metadata, the dense state_dict, and the update count. `fairseq-generate --path
 # model.fxc` then runs on the compressed weights exactly as a .pt checkpoint would.
 
@@ -137,27 +135,21 @@ def unreadable_checkpoint_error(path, error):
     )
 
 
-def loading_packed_files(load_checkpoint_to_cpu):
-    @functools.wraps(load_checkpoint_to_cpu)
-    def load(path, arg_overrides=None, *args, **kwargs):
-        if is_packed(path):
-            return packed_checkpoint(path, arg_overrides)
-        try:
-            return load_checkpoint_to_cpu(path, arg_overrides, *args, **kwargs)
-        except UnsafeCheckpointError:
-            raise
-        except pickle.UnpicklingError as error:
-            if "Weights only load failed" in str(error):
-                raise unsafe_checkpoint_error(path, error) from None
+def load_safely(load_checkpoint_to_cpu, path, arg_overrides=None, *args, **kwargs):
+    """fairseq's load_checkpoint_to_cpu, with torch's unpickling failures turned into one-line errors."""
+    try:
+        return load_checkpoint_to_cpu(path, arg_overrides, *args, **kwargs)
+    except UnsafeCheckpointError:
+        raise
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise unsafe_checkpoint_error(path, error) from None
+        raise unreadable_checkpoint_error(path, error) from None
+    except (RuntimeError, EOFError) as error:
+        text = str(error)
+        if isinstance(error, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
             raise unreadable_checkpoint_error(path, error) from None
-        except (RuntimeError, EOFError) as error:
-            text = str(error)
-            if isinstance(error, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
-                raise unreadable_checkpoint_error(path, error) from None
-            raise
-
-    load.loads_packed_files = True
-    return load
+        raise
 
 
 # torch's load_state_dict error for one mismatched parameter.
@@ -192,15 +184,7 @@ def checking_dictionaries(load_model_ensemble_and_task):
                 raise
             raise mismatch from None
 
-    load.checks_dictionaries = True
     return load
-
-
-# Idempotent: the plugin may be imported twice in one process (as fairseq_ext and through --user-dir).
-if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "loads_packed_files", False):
-    checkpoint_utils.load_checkpoint_to_cpu = loading_packed_files(checkpoint_utils.load_checkpoint_to_cpu)
-if not getattr(checkpoint_utils.load_model_ensemble_and_task, "checks_dictionaries", False):
-    checkpoint_utils.load_model_ensemble_and_task = checking_dictionaries(checkpoint_utils.load_model_ensemble_and_task)
 
 
 class AtomicCopies:
@@ -210,8 +194,6 @@ class AtomicCopies:
     but then *copies* it to the other names of that save (checkpoint_last.pt, checkpoint_best.pt) with a plain
     shutil.copyfile: a kill during that copy leaves a truncated checkpoint_last.pt, the file a resume reads. Here
     the copy goes to "<name>.tmp" and is renamed over the name, so a kill leaves the previous file intact."""
-
-    atomic_copies = True
 
     def __init__(self, path_manager):
         self._path_manager = path_manager
@@ -229,6 +211,3 @@ class AtomicCopies:
         os.replace(temporary, dst_path)
         return True
 
-
-if not getattr(checkpoint_utils.PathManager, "atomic_copies", False):
-    checkpoint_utils.PathManager = AtomicCopies(checkpoint_utils.PathManager)

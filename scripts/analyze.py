@@ -11,29 +11,15 @@ Needs no fairseq or torch; matplotlib only for the PNGs (without it, the tables 
 import argparse
 import math
 import sys
-import types
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def import_analysis_without_fairseq():
-    """fairseq_ext/__init__.py registers the plugin with fairseq, seconds of imports that need fairseq installed.
-    The analysis is plain python: make fairseq_ext a bare package so that only fairseq_ext.analysis is loaded."""
-    if "fairseq_ext" not in sys.modules:
-        package = types.ModuleType("fairseq_ext")
-        package.__path__ = [str(REPO / "fairseq_ext")]
-        sys.modules["fairseq_ext"] = package
-
-
-import_analysis_without_fairseq()
-from fairseq_ext.analysis import AnalysisError  # noqa: E402
-from fairseq_ext.analysis.convergence_files import write_convergence  # noqa: E402
-from fairseq_ext.analysis.frontier_files import write_frontier  # noqa: E402
-from fairseq_ext.analysis.report import write_report  # noqa: E402
-from fairseq_ext.analysis.selection import describe, select  # noqa: E402
-from fairseq_ext.analysis.sweep_results import read_sweep  # noqa: E402
-from fairseq_ext.analysis.training_run import read_training_runs  # noqa: E402
+from fairseq_ext.analysis import AnalysisError
+from fairseq_ext.analysis.convergence_files import write_convergence
+from fairseq_ext.analysis.frontier_files import write_frontier
+from fairseq_ext.analysis.report import write_report
+from fairseq_ext.analysis.selection import describe, select
+from fairseq_ext.analysis.sweep_results import read_sweep
+from fairseq_ext.analysis.training_run import read_training_runs
 
 
 def positive_number(text):

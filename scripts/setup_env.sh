@@ -26,7 +26,7 @@ for line in open(sys.argv[1]):
         sys.exit(1)
     if pinned and have.split("+")[0] != pinned:
         sys.exit(1)
-import fairseq_ext, fairseq  # editable install of this repo, and a fairseq that imports
+import fairseq_ext.plugin  # editable install of this repo, registered with a fairseq that imports
 sys.exit(0)
 PYEOF
 }

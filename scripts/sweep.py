@@ -19,28 +19,16 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def import_analysis_without_fairseq():
-    """fairseq_ext/__init__.py registers the plugin with fairseq, seconds of imports this process never uses (the
-    fairseq tools run as subprocesses): make fairseq_ext a bare package so that only fairseq_ext.analysis loads."""
-    if "fairseq_ext" not in sys.modules:
-        package = types.ModuleType("fairseq_ext")
-        package.__path__ = [str(REPO / "fairseq_ext")]
-        sys.modules["fairseq_ext"] = package
-
-
-import_analysis_without_fairseq()
-from fairseq_ext.analysis import AnalysisError  # noqa: E402
-from fairseq_ext.analysis.fairseq_output import (  # noqa: E402
+from fairseq_ext.analysis import AnalysisError
+from fairseq_ext.analysis.fairseq_output import (
     compressed_summary, generation_speed, sacrebleu_score, validation_metric,
 )
-from fairseq_ext.analysis.sweep_results import (  # noqa: E402
+from fairseq_ext.analysis.sweep_results import (
     FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, config_key, level_label, load_records, record_method,
 )
 

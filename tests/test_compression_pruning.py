@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from fairseq_ext.compression import CompressionSpec, apply_masks, compress, magnitude_masks, prunable_weights
-from fairseq_ext.compression import magnitude_selection
+from fairseq_ext.compression import pruning
 from fairseq_ext.compression.pruning import pruned_count
 
 
@@ -76,7 +76,7 @@ def test_keep_masks_match_the_brute_force_reference(case):
         for n, ties in sizes_and_ties
     ]
     n_prune = pruned_count(sparsity, sum(a.size for a in arrays))
-    masks = magnitude_selection.keep_masks(arrays, n_prune)
+    masks = pruning.keep_masks(arrays, n_prune)
     for mask, expected in zip(masks, reference_keep(arrays, n_prune)):
         np.testing.assert_array_equal(mask, expected)
     assert sum(np.count_nonzero(~m) for m in masks) == n_prune
@@ -86,13 +86,13 @@ def test_keep_masks_match_the_brute_force_reference(case):
 def test_sampled_bracket_and_partition_fallback_both_match_the_reference(monkeypatch, ties):
     """With a tiny sample the bracket path runs on small inputs; heavy ties overflow the band and
     force the partition fallback. Both must give the reference answer."""
-    monkeypatch.setattr(magnitude_selection, "SAMPLE_SIZE", 1024)
-    monkeypatch.setattr(magnitude_selection, "MIN_BAND_CAPACITY", 1000)
-    monkeypatch.setattr(magnitude_selection, "CHUNK", 100)  # several chunks per array
+    monkeypatch.setattr(pruning, "SAMPLE_SIZE", 1024)
+    monkeypatch.setattr(pruning, "MIN_BAND_CAPACITY", 1000)
+    monkeypatch.setattr(pruning, "CHUNK", 100)  # several chunks per array
     fallbacks = []
-    original = magnitude_selection._select_by_partition
+    original = pruning._select_by_partition
     monkeypatch.setattr(
-        magnitude_selection, "_select_by_partition", lambda *a: fallbacks.append(1) or original(*a)
+        pruning, "_select_by_partition", lambda *a: fallbacks.append(1) or original(*a)
     )
     rng = np.random.default_rng(3)
     arrays = [rng.standard_normal(n).astype(np.float32) for n in (700, 333, 1000)]
@@ -100,7 +100,7 @@ def test_sampled_bracket_and_partition_fallback_both_match_the_reference(monkeyp
         arrays = [np.where(np.abs(a) < 1.0, 0.0, a).astype(np.float32) for a in arrays]
     for sparsity in (0.1, 0.5, 0.9):
         n_prune = pruned_count(sparsity, 2033)
-        for mask, expected in zip(magnitude_selection.keep_masks(arrays, n_prune), reference_keep(arrays, n_prune)):
+        for mask, expected in zip(pruning.keep_masks(arrays, n_prune), reference_keep(arrays, n_prune)):
             np.testing.assert_array_equal(mask, expected)
     assert bool(fallbacks) == ties
 

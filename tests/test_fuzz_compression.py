@@ -154,10 +154,10 @@ def test_random_bytes_after_the_magic_are_value_errors(tmp_path, data, magic, le
 @FUZZ
 @given(name=st.sampled_from(sorted(SPECS)), data=st.data())
 def test_a_damaged_packed_file_given_as_a_fairseq_checkpoint_is_one_value_error(tmp_path, files, name, data):
-    """The route fairseq-generate --path takes (fairseq_ext.checkpoint_loading)."""
+    """The route fairseq-generate --path takes (fairseq_ext.plugin wraps load_checkpoint_to_cpu)."""
     from fairseq import checkpoint_utils
 
-    import fairseq_ext.checkpoint_loading  # noqa: F401  (wraps load_checkpoint_to_cpu)
+    import fairseq_ext.plugin  # noqa: F401
 
     header, payload = files[name]
     raw = bytearray(signed(header, payload))

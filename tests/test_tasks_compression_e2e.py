@@ -11,6 +11,7 @@ import torch
 
 from clitools import BIN, REPO, bleu, clean_env, json_log_records, run
 from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
+import fairseq_ext.plugin  # noqa: F401  (in-process torch.load allows exactly what fairseq checkpoints hold)
 from fairseq_ext.compression import sparsity_at
 from fairseq_ext.compression.pruning import pruned_count
 

@@ -1,18 +1,80 @@
-"""What the sweep reads from fairseq-generate and fairseq-validate output: the metric and the `compressed` line.
+"""The one reader of fairseq's output: train logs, fairseq-generate and fairseq-validate output, parameter counts.
 
-The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits, compressed_mb,
-fp32_mb, ratio and params, in whichever logging format the tool set up: `2026-11-26 17:27:53 | INFO |
+Used by the analysis, the recipes (recipes/lib/train_budget.py) and the benchmarks, so that every number taken
+from fairseq is read, and words/s defined, one way.
+
+JSON records (`--log-format json`) come in two forms, because users have both: bare JSON messages (the file
+fairseq-train writes with `--log-file`) and tagged lines (`2026-11-26 17:27:53 | INFO | train_inner | {...}`, the
+console). The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits,
+compressed_mb, fp32_mb, ratio and params, in whichever logging format the tool set up: `... | INFO |
 fairseq_ext.tasks.compression | compressed {...}` or `INFO:fairseq_ext.tasks.compression:compressed {...}`.
 """
 import json
 import re
+import statistics
 
 from . import AnalysisError
 
 BLEU_LINE = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
 COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$")
 COMPRESSED_KEYS = ("sparsity", "bits", "compressed_mb", "fp32_mb", "params")
-SPEED_LINE = re.compile(r"Translated [\d,]+ sentences \([\d,]+ tokens\) in [\d.]+s \(([\d.]+) sentences/s, ([\d.]+) tokens/s\)")
+TRANSLATED_LINE = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s "
+                             r"\(([\d.]+) sentences/s, ([\d.]+) tokens/s\)")
+PARAMS_LINE = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
+
+
+def json_message(line):
+    """The JSON object a log line carries, as text; None for any other line (fairseq also logs plain text)."""
+    start = line.find("{")
+    line = line.rstrip()
+    if start < 0 or not line.endswith("}") or (start > 0 and not line[:start].rstrip().endswith("|")):
+        return None
+    text = line[start:]
+    try:
+        return text if isinstance(json.loads(text), dict) else None
+    except json.JSONDecodeError:  # e.g. the config dump, a python dict repr
+        return None
+
+
+def json_records(lines):
+    """The JSON records of a fairseq log, each once, in order.
+
+    Each epoch's progress bar adds one more handler to the --log-file logger, so epoch N's records are written N
+    times: an exact repeat is the same record again.
+    """
+    seen = set()
+    for line in lines:
+        text = json_message(line)
+        if text is None or text in seen:
+            continue
+        seen.add(text)
+        yield json.loads(text)
+
+
+def words_per_s(train_inner):
+    """The training speed, one definition everywhere: the median of fairseq's `wps` (target words per second of
+    each --log-interval) over the train_inner records after the first, whose interval holds the start-up (the
+    first record alone if it is the only one). fairseq logs 0 where it had a single update to time: no measurement.
+    None when nothing was measured."""
+    steady = train_inner[1:] if len(train_inner) > 1 else train_inner
+    rates = [float(r["wps"]) for r in steady if r.get("wps") is not None and float(r["wps"]) > 0]
+    return statistics.median(rates) if rates else None
+
+
+def model_params(output):
+    """The parameter count fairseq-train prints (`num. shared model params: 5,665,792`), the last one; or None."""
+    counts = PARAMS_LINE.findall(output)
+    return int(counts[-1].replace(",", "")) if counts else None
+
+
+def translated(output):
+    """(sentences, tokens, seconds, sentences/s, tokens/s) of fairseq-generate's last `Translated ...` line."""
+    lines = TRANSLATED_LINE.findall(output)
+    if not lines:
+        raise AnalysisError("no 'Translated N sentences ... tokens/s' line in the fairseq-generate output")
+    sentences, tokens, seconds, sentences_per_s, tokens_per_s = lines[-1]
+    return (int(sentences.replace(",", "")), int(tokens.replace(",", "")), float(seconds), float(sentences_per_s),
+            float(tokens_per_s))
 
 
 def sacrebleu_score(output):
@@ -26,10 +88,7 @@ def sacrebleu_score(output):
 def generation_speed(output):
     """(tokens_per_s, latency_ms) of fairseq-generate's `Translated N sentences (T tokens) in S s (x sentences/s,
     y tokens/s)` line: decoding time only (no start-up, no checkpoint loading); latency is ms per sentence."""
-    speeds = SPEED_LINE.findall(output)
-    if not speeds:
-        raise AnalysisError("no 'Translated N sentences ... tokens/s' line in the fairseq-generate output")
-    sentences_per_s, tokens_per_s = map(float, speeds[-1])
+    *_, sentences_per_s, tokens_per_s = translated(output)
     if sentences_per_s <= 0:
         raise AnalysisError("fairseq-generate translated no sentence")
     return tokens_per_s, 1000.0 / sentences_per_s

@@ -1,19 +1,17 @@
 """Read a fairseq training log written with `--log-format json`: its training and validation records.
 
-Two forms are read, because users have both:
-- the file fairseq-train writes with `--log-file`: bare JSON messages, no timestamp or tag;
-- fairseq-train's console output (`2026-11-26 17:27:53 | INFO | train_inner | {...}`), e.g. saved with `tee`.
-A record's kind is told by its keys, the same in both forms: `num_updates` (train_inner, every --log-interval
+Both forms fairseq_output.json_records reads: the file fairseq-train writes with `--log-file`, and its console
+output saved with `tee`. A record's kind is told by its keys, the same in both forms: `num_updates` (train_inner, every --log-interval
 updates), `train_num_updates` (the end-of-epoch summary) and `<subset>_num_updates` (a validation).
 
 fairseq's validation records carry no wall time, so a validation is given the training clock at its update.
 """
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import AnalysisError
+from .fairseq_output import json_records, words_per_s
 
 
 @dataclass(frozen=True)
@@ -33,10 +31,9 @@ class TrainingLog:
     def metric_names(self):
         return sorted({name for v in self.validations for name in v.metrics})
 
-    def mean_words_per_s(self):
-        """Mean of the train_inner `wps` (words per second over each logging interval); None if not logged."""
-        rates = [r["wps"] for r in self.train_inner if isinstance(r.get("wps"), float)]
-        return sum(rates) / len(rates) if rates else None
+    def words_per_s(self):
+        """fairseq_output.words_per_s of the train_inner records; None if not logged."""
+        return words_per_s([r for r in self.train_inner if isinstance(r.get("wps"), float)])
 
 
 def read_training_log(path):
@@ -44,15 +41,8 @@ def read_training_log(path):
     if not path.is_file():
         raise AnalysisError(f"training log {path} not found")
     train_inner, epochs, validations = [], [], []
-    seen = set()
-    for line in path.read_text(errors="replace").splitlines():
-        text = json_message(line)
-        # Each epoch's progress bar adds one more handler to the --log-file logger, so epoch N's records are
-        # written N times: an exact repeat is the same record again.
-        if text is None or text in seen:
-            continue
-        seen.add(text)
-        record = {key: as_number(value) for key, value in json.loads(text).items()}
+    for message in json_records(path.read_text(errors="replace").splitlines()):
+        record = {key: as_number(value) for key, value in message.items()}
         if "num_updates" in record:
             train_inner.append(record)
         elif "train_num_updates" in record:
@@ -75,19 +65,6 @@ def read_training_log(path):
             for subset, record in keep_last_validations(validations)
         ],
     )
-
-
-def json_message(line):
-    """The JSON object a log line carries, as text; None for any other line (fairseq also logs plain text)."""
-    start = line.find("{")
-    line = line.rstrip()
-    if start < 0 or not line.endswith("}") or (start > 0 and not line[:start].rstrip().endswith("|")):
-        return None
-    text = line[start:]
-    try:
-        return text if isinstance(json.loads(text), dict) else None
-    except json.JSONDecodeError:  # e.g. the config dump, a python dict repr
-        return None
 
 
 def as_number(value):

@@ -19,11 +19,11 @@ class TrainingRun:
     params: object  # meta.json's parameter count, or None (the report fills it in from the sweep)
 
     def words_per_s(self):
-        """(words/s, where it comes from): meta.json's measurement, else the mean wps the log shows."""
+        """(words/s, where it comes from): meta.json's measurement, else the same measurement from the log."""
         if isinstance(self.meta.get("words_per_s"), (int, float)):
             return float(self.meta["words_per_s"]), "meta.json"
-        rate = self.log.mean_words_per_s()
-        return (rate, "train log (mean train_inner wps)") if rate is not None else (None, "not recorded")
+        rate = self.log.words_per_s()
+        return (rate, "train log (median train_inner wps)") if rate is not None else (None, "not recorded")
 
 
 def read_training_run(log_path):

@@ -1,8 +1,7 @@
 """Compression in plain torch (no fairseq import): pruning, quantization, byte accounting, packed files."""
 
-from .accounting import CompressionReport, TensorBytes, account
-from .api import compress
-from .packed import load_compressed, save_compressed
+from .accounting import CompressionReport, TensorBytes, account, compress
+from .packed import FORMAT_VERSION, __version__, load_compressed, save_compressed
 from .pruning import apply_masks, magnitude_masks, prunable_weights
 from .quantization import (
     QuantizationAwareTraining,
@@ -15,7 +14,6 @@ from .quantization import (
 )
 from .schedules import sparsity_at, validate_schedule
 from .spec import CompressionSpec
-from .version import FORMAT_VERSION, __version__
 
 __all__ = [
     "CompressionReport", "CompressionSpec", "FORMAT_VERSION", "QuantizationAwareTraining", "QuantizedTensor",

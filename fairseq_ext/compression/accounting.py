@@ -7,6 +7,8 @@ and, for the asymmetric scheme, a one-byte zero-point per group. A pruned tensor
 its nonzero values, with a sparse index: whichever of no index (all values), a bitmap, or a delta
 index (the best field width) is cheapest. Each part is packed to a whole number of bytes. A tensor
 reached under several names (tied embeddings) is counted once.
+
+account() measures a model as it would be compressed; compress() compresses it in place and measures it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from .bitpack import packed_size
-from .plan import CompressionPlan, TensorPlan, compressed_copy, plan_compression
+from .plan import CompressionPlan, TensorPlan, compress_tensor_, compressed_copy, plan_compression
 from .quantization import group_count
 from .sparse_index import cheapest_delta, filler_counts, zero_runs
 from .spec import CompressionSpec
@@ -131,3 +133,17 @@ def account(model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tens
         values, compressed = compressed_copy(item, spec)
         measured.append(measure(item, values, spec, compressed.stored)[0])
     return report(plan, measured)
+
+
+
+def compress(model: nn.Module, spec: CompressionSpec) -> tuple[CompressionReport, dict[str, torch.Tensor]]:
+    """Prune (spec.sparsity, spec.scope) and fake-quantize (spec.bits, ...) the model's weights in
+    place; returns the byte report and the keep masks by parameter name ({} without pruning), which
+    keep pruned weights at zero during finetuning (apply_masks) and go to save_compressed.
+    Extra memory: the masks (one byte per prunable weight) and one tensor's worth of scratch."""
+    plan = plan_compression(model, spec)
+    measured = []
+    for item in plan.tensors:
+        compressed = compress_tensor_(item.tensor, item.mask, spec if item.quantized else None)
+        measured.append(measure(item, item.tensor, spec, compressed.stored)[0])
+    return report(plan, measured), plan.masks

@@ -36,8 +36,10 @@ from .plan import CompressedTensor, TensorPlan, compressed_copy, plan_compressio
 from .quantization import group_count
 from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec
 from .tensors import flat_numpy
-from .version import FORMAT_VERSION, __version__
 
+# Both written into every packed file.
+__version__ = "0.1.0"  # of the compression library
+FORMAT_VERSION = 1
 MAGIC = b"FSEXTCMP"
 PREFIX = struct.Struct("<8sQ32s")
 FORMAT = "fairseq_ext.compression.packed"

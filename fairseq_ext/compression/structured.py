@@ -4,13 +4,13 @@ Unlike unstructured (magnitude) pruning, which zeroes single weights and needs s
 this removes rows and columns, so the model keeps running on dense kernels, just smaller ones:
 
 * attention heads: head ``h`` owns rows ``h*d:(h+1)*d`` of ``q_proj``/``k_proj``/``v_proj`` (weights and
-  biases) and the same columns of ``out_proj``. Pruning keeps the ``num_heads - floor(F * num_heads)``
+  biases) and the same columns of ``out_proj``. Pruning keeps the ``num_heads - round(F * num_heads)``
   heads (at least one) of largest L2 norm over all of these, builds smaller ``nn.Linear``s from the kept
   slices and sets ``num_heads``/``embed_dim`` to match. fairseq's ``MultiheadAttention`` then has to
   take its generic path (its ``F.multi_head_attention_forward`` fast path checks the query width
   against ``embed_dim``): ``skip_embed_dim_check`` is set, fairseq's own switch for pruned heads.
 * FFN neurons: neuron ``i`` owns row ``i`` of ``fc1`` (+ bias) and column ``i`` of ``fc2``. The
-  ``ffn - floor(F * ffn)`` neurons of largest L2 norm are kept.
+  ``ffn - round(F * ffn)`` neurons of largest L2 norm are kept.
 
 A removed head or neuron whose parameters are all zero contributed exactly nothing, so pruning it leaves
 the outputs unchanged; otherwise the kept ones compute exactly what they computed before.
@@ -23,6 +23,8 @@ import math
 
 import torch
 from torch import nn
+
+from .pruning import pruned_count
 
 __all__ = [
     "check_fraction", "kept_count", "attention_modules", "ffn_modules", "head_norms", "neuron_norms",
@@ -42,8 +44,9 @@ def check_fraction(value, name="fraction"):
 
 
 def kept_count(total, fraction):
-    """How many of ``total`` units survive pruning a ``fraction`` of them: total - floor(F*total), >= 1."""
-    return max(1, total - int(math.floor(fraction * total + 1e-9)))
+    """How many of ``total`` units survive pruning a ``fraction`` of them: total - pruned_count(F, total), >= 1
+    (the rounding of every "fraction F of n" in this package)."""
+    return max(1, total - pruned_count(fraction, total))
 
 
 def attention_modules(model):

@@ -1,5 +1,1 @@
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+from fairseq_ext import plugin  # noqa: F401  (the fairseq glue registers, and patches, through the plugin)

@@ -10,7 +10,7 @@ An explicit ``--encoder-normalize-before`` wins over ``--post-norm``, as any com
 
 import functools
 
-from fairseq.models.roberta.model import RobertaModel, base_architecture
+from fairseq.models.roberta.model import base_architecture
 from fairseq.utils import safe_getattr
 
 from .grid import fill_size_defaults, register_grid
@@ -19,7 +19,7 @@ DEPTHS = [3, 6, 12, 18, 24]
 HIDDENS = [256, 512, 768, 1024, 1536]
 
 
-def _with_post_norm_flag(add_args):
+def with_post_norm_flag(add_args):
     """RobertaModel.add_args plus ``--post-norm``.
 
     Why a new flag: fairseq adds model args with ``argument_default=SUPPRESS`` and
@@ -27,6 +27,7 @@ def _with_post_norm_flag(add_args):
     the command line can set it back to False. Wrapping the stock model's add_args (instead of
     registering a RobertaModel subclass) keeps the grid on the stock ``roberta`` model, so its
     checkpoints load anywhere fairseq does. Every roberta arch sees the flag; only the grid reads it.
+    fairseq_ext.plugin installs it.
     """
 
     @functools.wraps(add_args)
@@ -38,14 +39,7 @@ def _with_post_norm_flag(add_args):
             help="roberta_d*_h* grid archs: post-LayerNorm (stock RoBERTa) instead of the grid's pre-LayerNorm",
         )
 
-    add_args_with_post_norm.adds_post_norm = True
     return add_args_with_post_norm
-
-
-# Guarded so that re-importing this module never stacks a second wrapper (argparse would reject
-# the duplicate --post-norm).
-if not getattr(RobertaModel.add_args, "adds_post_norm", False):
-    RobertaModel.add_args = staticmethod(_with_post_norm_flag(RobertaModel.add_args))
 
 
 def roberta_grid_architecture(args, depth, hidden):

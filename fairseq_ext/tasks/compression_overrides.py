@@ -3,13 +3,11 @@
 fairseq-validate builds its task from the checkpoint's ``cfg.task`` and applies the command line only to keys that
 config already has (``checkpoint_utils.load_checkpoint_to_cpu`` -> ``overwrite_args_by_name``); ``--task`` itself is
 not applied. So ``fairseq-validate --task compressed_translation --prune-sparsity 0.6`` on a checkpoint trained by
-the stock ``translation`` task would validate the dense model. We wrap ``load_checkpoint_to_cpu`` (the one place
-where the overrides meet the saved config) and fail with the two ways to proceed instead.
+the stock ``translation`` task would validate the dense model. fairseq_ext.plugin calls
+``refuse_dropped_compression_flags`` in its ``load_checkpoint_to_cpu`` (the one place where the overrides meet the
+saved config), which fails with the two ways to proceed instead.
 """
-import functools
 import shlex
-
-from fairseq import checkpoint_utils
 
 from .compressed_tasks import COMPRESSED_VARIANT_OF
 from .compression_config import COMPRESSION_FIELDS, flag
@@ -51,26 +49,16 @@ def dropped_flags_message(path, saved_task, dropped, arg_overrides):
     return "\n".join(lines)
 
 
-def refusing_dropped_compression_flags(load_checkpoint_to_cpu):
-    @functools.wraps(load_checkpoint_to_cpu)
-    def load(path, arg_overrides=None, *args, **kwargs):
-        state = load_checkpoint_to_cpu(path, arg_overrides, *args, **kwargs)
-        dropped = dropped_compression_flags(state.get("cfg"), arg_overrides)
-        if dropped:
-            saved_task = state["cfg"]["task"].get("_name")
-            if "packed_header" in state:  # retargeting does not apply: the weights are compressed already
-                raise ValueError(
-                    f"{path} is a packed compressed model (spec {state['packed_header']['spec']}) saved from task "
-                    f"'{saved_task}', which has no {', '.join(flag(k) for k in dropped)}: validate it with --task "
-                    f"{saved_task} and no compression flags, or pack the checkpoint again with the flags you want"
-                )
-            raise ValueError(dropped_flags_message(path, saved_task, dropped, arg_overrides))
-        return state
-
-    load.refuses_dropped_compression_flags = True
-    return load
-
-
-# Idempotent: the plugin may be imported twice in one process (as fairseq_ext and through --user-dir).
-if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "refuses_dropped_compression_flags", False):
-    checkpoint_utils.load_checkpoint_to_cpu = refusing_dropped_compression_flags(checkpoint_utils.load_checkpoint_to_cpu)
+def refuse_dropped_compression_flags(path, state, arg_overrides):
+    """Raise ValueError if a compression override has no key in the loaded checkpoint's saved task config."""
+    dropped = dropped_compression_flags(state.get("cfg"), arg_overrides)
+    if not dropped:
+        return
+    saved_task = state["cfg"]["task"].get("_name")
+    if "packed_header" in state:  # retargeting does not apply: the weights are compressed already
+        raise ValueError(
+            f"{path} is a packed compressed model (spec {state['packed_header']['spec']}) saved from task "
+            f"'{saved_task}', which has no {', '.join(flag(k) for k in dropped)}: validate it with --task "
+            f"{saved_task} and no compression flags, or pack the checkpoint again with the flags you want"
+        )
+    raise ValueError(dropped_flags_message(path, saved_task, dropped, arg_overrides))

@@ -15,43 +15,21 @@ A folder with a meta.json is finished and is skipped.
 import argparse
 import json
 import os
-import re
 import shlex
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fairseq_ext.analysis.fairseq_output import json_records, model_params, words_per_s
+
 PROGRESS_EVERY_S = 10
-PARAMS_LINE = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 
 
 def clock(seconds):
     minutes, seconds = divmod(max(0, round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def json_records(lines):
-    """The JSON records of a fairseq --log-format json log, each once.
-
-    fairseq adds one more --log-file handler per epoch, so epoch N's records are written N times: a line seen
-    before is the same record again.
-    """
-    seen = set()
-    for line in lines:
-        start = line.find("{")
-        text = line[start:].strip()
-        if start < 0 or not text.endswith("}") or text in seen:
-            continue
-        seen.add(text)
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:  # the config dump is a python dict, not JSON
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 def describe_device(fairseq_args):
@@ -67,29 +45,25 @@ def describe_device(fairseq_args):
 
 
 def measure(save_dir, arch, budget_s, fairseq_args):
-    """meta.json's content, from the train log: the rate is the median words/s (target tokens) of the
-    train_inner intervals after the first (which holds the start-up: allocation, the first batches)."""
-    lines = (save_dir / "train.log").read_text(errors="replace").splitlines()
-    records = list(json_records(lines))
+    """meta.json's content, from the train log: words/s as fairseq_output.words_per_s defines it."""
+    text = (save_dir / "train.log").read_text(errors="replace")
+    records = list(json_records(text.splitlines()))
     inner = [r for r in records if "num_updates" in r and "wps" in r]
     epochs = [r for r in records if "train_wps" in r]
     valid = [r for r in records if "valid_loss" in r]
-    # fairseq logs a rate of 0 where it had a single update to time: that is no measurement.
-    rates = [float(r["wps"]) for r in (inner[1:] if len(inner) > 1 else inner) if float(r["wps"]) > 0]
-    if not rates and len(epochs) == 1 and float(epochs[0].get("train_train_wall", 0)) > 0:
+    rate = words_per_s(inner)
+    if rate is None and len(epochs) == 1 and float(epochs[0].get("train_train_wall", 0)) > 0:
         # A model too slow to log a rate (one update in its budget): words per update x updates / seconds spent
         # in training steps, which fairseq rounds to the second.
         epoch = epochs[0]
-        rates = [float(epoch["train_wpb"]) * int(epoch["train_num_updates"]) / float(epoch["train_train_wall"])]
-    words_per_s = statistics.median(rates) if rates else None
-    params = [int(m.group(1).replace(",", "")) for m in map(PARAMS_LINE.search, lines) if m]
+        rate = float(epoch["train_wpb"]) * int(epoch["train_num_updates"]) / float(epoch["train_train_wall"])
     updates = max([int(r["num_updates"]) for r in inner] + [int(r["train_num_updates"]) for r in epochs], default=0)
     return {
         "name": save_dir.name,
         "arch": arch,
-        "params": params[-1] if params else None,
+        "params": model_params(text),
         "device": describe_device(fairseq_args),
-        "words_per_s": words_per_s,
+        "words_per_s": rate,
         "budget_s": budget_s,
         "updates": updates,
         "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
