@@ -10,17 +10,11 @@ the English captions of Multi30k task 2 (train.1.en.gz ... train.5.en.gz, 145,00
 repository. Writes under --out: raw/ (downloads only), text/{train,valid}.txt, spm.model, bpe/, and bin/ (dict.txt,
 train, valid: the folder for fairseq-train --task masked_lm). A finished run is not redone.
 """
-import argparse
-import gzip
-import itertools
-import os
-import shutil
-import sys
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_multi30k import PrepareError, fairseq_preprocess, sha256  # noqa: E402
+from fairseq_ext.data_preparation import (PrepareError, already_prepared, argument_parser, binarize, download_checked,
+                                          encode_files, parse_args, run, split_train_valid, too_small,
+                                          train_sentencepiece)
 
 MIRROR = "https://github.com/multi30k/dataset/raw/master/data/task2/raw"
 SHA256 = {
@@ -43,126 +37,36 @@ def source_files(out, source, mirror):
         if not files:
             raise PrepareError(f"--from {source}: no text files in it (*{', *'.join(TEXT_SUFFIXES)})")
         return files
-    raw = out / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name, expected in SHA256.items():
-        path = raw / name
-        if path.is_file() and sha256(path) == expected:
-            continue
-        url = f"{mirror.rstrip('/')}/{name}"
-        print(f"prepare: downloading {url}", flush=True)
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(f"{path}.tmp", "wb") as f:
-                shutil.copyfileobj(response, f)
-        except OSError as e:
-            raise PrepareError(f"cannot download {url} ({e}); give your text with --from PATH") from None
-        if sha256(f"{path}.tmp") != expected:
-            raise PrepareError(f"{url}: sha256 mismatch (corrupt download?); retry, or give --from PATH")
-        os.replace(f"{path}.tmp", path)
-    return [raw / name for name in SHA256]
-
-
-def nonempty_lines(files):
-    for path in files:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
-            for line in f:
-                if line := line.strip():
-                    yield line
-
-
-def split_text(files, text_dir, valid_every, max_lines):
-    """text/train.txt and text/valid.txt, streamed (a user's corpus may not fit in memory)."""
-    text_dir.mkdir(parents=True, exist_ok=True)
-    lines = nonempty_lines(files)
-    if max_lines:
-        lines = itertools.islice(lines, max_lines)
-    counts = {"train": 0, "valid": 0}
-    with open(text_dir / "train.txt", "w", encoding="utf-8") as train, \
-            open(text_dir / "valid.txt", "w", encoding="utf-8") as valid:
-        for index, line in enumerate(lines, start=1):
-            held_out = index % valid_every == 0
-            (valid if held_out else train).write(line + "\n")
-            counts["valid" if held_out else "train"] += 1
-    if not counts["valid"]:
-        raise PrepareError(f"only {counts['train']} non-empty lines: too few to hold out every {valid_every}th "
-                           f"for validation")
-    print(f"prepare: {counts['train']:,} training and {counts['valid']:,} validation lines", flush=True)
-
-
-def train_bpe(text_dir, model_prefix, vocab_size):
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        input=str(text_dir / "train.txt"),
-        model_prefix=str(model_prefix),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        character_coverage=1.0,
-        input_sentence_size=10_000_000,  # a sample, should the corpus be large
-        shuffle_input_sentence=True,
-        # fairseq's dictionary adds its own specials; keep sentencepiece's out of the pieces.
-        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-        minloglevel=2,
-    )
-
-
-def encode_file(model_file, source, target):
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_file=str(model_file))
-    with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
-        while lines := [line.rstrip("\n") for _, line in zip(range(100_000), f)]:
-            out.writelines(" ".join(pieces) + "\n" for pieces in sp.encode(lines, out_type=str))
-
-
-def binarize(bpe_dir, bin_dir, workers):
-    tmp = bin_dir.with_name(bin_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fairseq_preprocess("--only-source", "--trainpref", bpe_dir / "train.txt", "--validpref", bpe_dir / "valid.txt",
-                       "--destdir", tmp, "--workers", workers)
-    os.replace(tmp, bin_dir)
+    return list(download_checked(mirror, SHA256, out / "raw", instead="your text", option="--from PATH").values())
 
 
 def prepare(out, source=None, vocab_size=8000, valid_every=50, max_lines=0, workers=2, mirror=MIRROR):
     out = Path(out)
     bin_dir = out / "bin"
-    if (bin_dir / "dict.txt").is_file():
-        print(f"prepare: {bin_dir} exists, skipping")
+    if already_prepared(bin_dir, "dict.txt"):
         return bin_dir
-    split_text(source_files(out, source, mirror), out / "text", valid_every, max_lines)
-    train_bpe(out / "text", out / "spm", vocab_size)
-    (out / "bpe").mkdir(exist_ok=True)
-    for split in ("train", "valid"):
-        encode_file(out / "spm.model", out / "text" / f"{split}.txt", out / "bpe" / f"{split}.txt")
-    binarize(out / "bpe", bin_dir, workers)
+    text_dir, bpe_dir = out / "text", out / "bpe"
+    split_train_valid(source_files(out, source, mirror), text_dir, valid_every, max_lines)
+    # A sample of the lines, should the corpus be large.
+    train_sentencepiece([text_dir / "train.txt"], out / "spm", vocab_size, sample=10_000_000)
+    bpe_dir.mkdir(exist_ok=True)
+    splits = ("train", "valid")
+    encode_files(out / "spm.model", [(text_dir / f"{split}.txt", bpe_dir / f"{split}.txt") for split in splits])
+    binarize(bin_dir, {"": ["--only-source", "--trainpref", bpe_dir / "train.txt", "--validpref",
+                            bpe_dir / "valid.txt"]}, workers)
     print(f"prepare: wrote {bin_dir}")
     return bin_dir
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--from", dest="source", help="a text file, or a folder of them (*.txt, *.gz, ...), one "
-                        "sentence per line; default: download the Multi30k task 2 English captions")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="sentencepiece BPE vocabulary (default 8000)")
+    parser = argument_parser(__doc__, "a text file, or a folder of them (*.txt, *.gz, ...), one sentence per line; "
+                             "default: download the Multi30k task 2 English captions", vocab_size=8000, joint=False)
     parser.add_argument("--valid-every", type=int, default=50, help="hold out every Nth line (default 50: 2%%)")
     parser.add_argument("--max-lines", type=int, default=0, help="read only the first N lines (0 = all)")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--mirror", default=MIRROR, help=f"base URL of the captions (default {MIRROR})")
-    args = parser.parse_args(argv)
-    problems = []
-    if args.vocab_size < 100:
-        problems.append(f"--vocab-size must be >= 100, got {args.vocab_size}")
-    if args.valid_every < 2:
-        problems.append(f"--valid-every must be >= 2, got {args.valid_every}")
-    if args.source is not None and not Path(args.source).exists():
-        problems.append(f"--from {args.source}: no such file or folder")
-    if problems:
-        parser.error("; ".join(problems))
-    try:
-        prepare(args.out, args.source, args.vocab_size, args.valid_every, args.max_lines, args.workers, args.mirror)
-    except PrepareError as e:
-        sys.exit(f"prepare: error: {e}")
+    args = parse_args(parser, argv, MIRROR, "the captions", lambda args: [
+        too_small("--vocab-size", args.vocab_size, 100), too_small("--valid-every", args.valid_every, 2),
+        args.source is not None and not Path(args.source).exists() and f"--from {args.source}: no such file or folder"])
+    run(prepare, args.out, args.source, args.vocab_size, args.valid_every, args.max_lines, args.workers, args.mirror)
 
 
 if __name__ == "__main__":

@@ -14,20 +14,15 @@ Writes under --out: orig/ (archives when downloaded, and the files taken out of 
 test.fr is the reference for detokenized sacrebleu), spm.model, bpe/, and bin/ (fairseq-preprocess
 --joined-dictionary). Each finished stage is skipped when run again.
 """
-import argparse
-import gzip
 import itertools
 import multiprocessing
 import os
-import re
-import shutil
-import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_multi30k import PrepareError, binarize  # noqa: E402  (the same joined-dictionary binarization)
+from fairseq_ext.data_preparation import (PrepareError, already_prepared, argument_parser, binarize_translation,
+                                          download, encode_pairs, not_a_folder, open_text, parse_args, run,
+                                          sgml_segments, too_small, train_sentencepiece)
 
 MIRROR = "http://statmt.org"
 # archive -> its path under MIRROR (as in fairseq's prepare-wmt14en2fr.sh, plus dev.tgz for newstest2012/13).
@@ -51,7 +46,6 @@ TRAIN = [
 VALID = [("dev.tgz", "dev/newstest2012", ""), ("dev.tgz", "dev/newstest2013", "")]
 TEST = ("test-full.tgz", {"en": "test-full/newstest2014-fren-src.en.sgm", "fr": "test-full/newstest2014-fren-ref.fr.sgm"})
 LANGS = ("en", "fr")
-SEGMENT = re.compile(r"<seg.*?>(.*)</seg>.*?")
 CHUNK = 20000  # pairs per encoding task
 
 
@@ -66,19 +60,9 @@ def fetch(out, source_dir, mirror):
         return {name: source_dir / name for name in ARCHIVES}
     orig = out / "orig"
     orig.mkdir(parents=True, exist_ok=True)
-    for name, path in ARCHIVES.items():
-        target = orig / name
-        if target.is_file():
-            continue
-        url = f"{mirror.rstrip('/')}/{path}"
-        print(f"prepare: downloading {url}", flush=True)
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(f"{target}.tmp", "wb") as f:
-                shutil.copyfileobj(response, f, 1 << 24)
-        except OSError as e:
-            raise PrepareError(f"cannot download {url} ({e}); give a local copy of the archives with --from DIR") from None
-        os.replace(f"{target}.tmp", target)
-    return {name: orig / name for name in ARCHIVES}
+    return {name: download(f"{mirror.rstrip('/')}/{path}", orig / name, instead="a local copy of the archives",
+                           option="--from DIR")
+            for name, path in ARCHIVES.items()}
 
 
 def extract(archives, dest):
@@ -104,10 +88,6 @@ def extract(archives, dest):
             raise PrepareError(f"{archives[archive]}: not a readable tar archive ({e})") from None
 
 
-def open_text(path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
 def concatenate(corpora, orig, text_dir, split):
     """Write text/SPLIT.{en,fr}: the corpora one after the other, one sentence per line, stripped."""
     outs = {lang: open(text_dir / f"{split}.{lang}.tmp", "w", encoding="utf-8") for lang in LANGS}
@@ -126,14 +106,6 @@ def concatenate(corpora, orig, text_dir, split):
         os.replace(text_dir / f"{split}.{lang}.tmp", text_dir / f"{split}.{lang}")
 
 
-def sgml_segments(path):
-    """The <seg> texts of a WMT SGML file, in order, read exactly as sacrebleu reads its copy of newstest2014
-    (sacrebleu/dataset/fake_sgml.py: the text between the tags, whitespace collapsed, entities left as they are),
-    so that BLEU against text/test.fr is sacrebleu's wmt14 BLEU."""
-    with open(path, encoding="utf-8") as f:
-        return [re.sub(r"\s+", " ", SEGMENT.sub(r"\1", line).strip()) for line in f if line.startswith("<seg ")]
-
-
 def write_test(orig, text_dir):
     segments = {lang: sgml_segments(orig / TEST[1][lang]) for lang in LANGS}
     if len(segments["en"]) != len(segments["fr"]) or not segments["en"]:
@@ -141,24 +113,6 @@ def write_test(orig, text_dir):
     for lang in LANGS:
         (text_dir / f"test.{lang}").write_text("\n".join(segments[lang]) + "\n", encoding="utf-8")
     print(f"prepare: test: newstest2014: {len(segments['en']):,} pairs", flush=True)
-
-
-def train_bpe(text_dir, model_prefix, vocab_size, sample):
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        input=[str(text_dir / f"train.{lang}") for lang in LANGS],
-        model_prefix=str(model_prefix),
-        vocab_size=vocab_size,
-        model_type="bpe",
-        character_coverage=1.0,
-        # 40M lines do not fit in memory: learn from a random sample of them.
-        input_sentence_size=sample,
-        shuffle_input_sentence=True,
-        # fairseq's dictionary adds its own specials; keep sentencepiece's out of the pieces.
-        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-        minloglevel=2,
-    )
 
 
 _processor = None
@@ -172,13 +126,8 @@ def _load_model(model_file):
 
 
 def _encode_chunk(job):
-    """(pairs in, pairs kept) for a chunk; with `clean`, only the pairs clean-corpus-n.perl would keep."""
-    pairs, clean, max_len, ratio = job
-    en, fr = (_processor.encode([p[i] for p in pairs], out_type=str) for i in (0, 1))
-    kept = [(" ".join(e), " ".join(f)) for e, f in zip(en, fr)
-            if not clean or (1 <= len(e) <= max_len and 1 <= len(f) <= max_len
-                             and len(e) <= ratio * len(f) and len(f) <= ratio * len(e))]
-    return len(pairs), kept
+    """encode_pairs on a chunk of (pairs, clean, max_len, ratio), in a pool worker."""
+    return encode_pairs(_processor, *job)
 
 
 def chunks_of_pairs(text_dir, split):
@@ -213,8 +162,7 @@ def prepare(out, source_dir=None, vocab_size=40000, workers=4, mirror=MIRROR, sp
             max_len=250, ratio=1.5):
     out = Path(out)
     bin_dir = out / "bin"
-    if (bin_dir / "dict.en.txt").is_file():
-        print(f"prepare: {bin_dir} exists, skipping")
+    if already_prepared(bin_dir, "dict.en.txt"):
         return bin_dir
     archives = fetch(out, source_dir, mirror)
     extract(archives, out / "orig")
@@ -226,38 +174,25 @@ def prepare(out, source_dir=None, vocab_size=40000, workers=4, mirror=MIRROR, sp
         write_test(out / "orig", text_dir)
     if not (out / "spm.model").is_file():
         print(f"prepare: learning a {vocab_size:,}-piece joint sentencepiece BPE", flush=True)
-        train_bpe(text_dir, out / "spm", vocab_size, spm_sample)
+        # 40M lines do not fit in memory: learn from a random sample of them.
+        train_sentencepiece([text_dir / f"train.{lang}" for lang in LANGS], out / "spm", vocab_size, spm_sample)
     encode(text_dir, out / "bpe", out / "spm.model", workers, max_len, ratio)
-    binarize(out / "bpe", bin_dir, workers)
+    binarize_translation(out / "bpe", bin_dir, workers)
     print(f"prepare: wrote {bin_dir}")
     return bin_dir
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--from", dest="source_dir", help="folder holding the archives (training-parallel-"
-                        "europarl-v7.tgz, ..., dev.tgz, test-full.tgz) instead of downloading them")
-    parser.add_argument("--vocab-size", type=int, default=40000, help="joint sentencepiece BPE vocabulary (default 40000)")
+    parser = argument_parser(__doc__, "folder holding the archives (training-parallel-europarl-v7.tgz, ..., dev.tgz, "
+                             "test-full.tgz) instead of downloading them", source_dest="source_dir", vocab_size=40000)
     parser.add_argument("--spm-sample", type=int, default=10_000_000,
                         help="sentences sampled to learn the BPE from (default 10M)")
     parser.add_argument("--max-len", type=int, default=250, help="cleaning: most pieces per side (default 250)")
     parser.add_argument("--ratio", type=float, default=1.5, help="cleaning: most length ratio (default 1.5)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--mirror", default=MIRROR, help=f"base URL of the archives (default {MIRROR})")
-    args = parser.parse_args(argv)
-    problems = []
-    if args.vocab_size < 100:
-        problems.append(f"--vocab-size must be >= 100, got {args.vocab_size}")
-    if args.source_dir is not None and not Path(args.source_dir).is_dir():
-        problems.append(f"--from {args.source_dir}: no such folder")
-    if problems:
-        parser.error("; ".join(problems))
-    try:
-        prepare(args.out, args.source_dir, args.vocab_size, args.workers, args.mirror, args.spm_sample,
-                args.max_len, args.ratio)
-    except PrepareError as e:
-        sys.exit(f"prepare: error: {e}")
+    args = parse_args(parser, argv, MIRROR, "the archives", workers=min(8, os.cpu_count() or 1), problems=lambda args: [
+        too_small("--vocab-size", args.vocab_size, 100), not_a_folder(args.source_dir)])
+    run(prepare, args.out, args.source_dir, args.vocab_size, args.workers, args.mirror, args.spm_sample, args.max_len,
+        args.ratio)
 
 
 if __name__ == "__main__":

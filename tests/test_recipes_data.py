@@ -1,12 +1,16 @@
 """The recipes' data readers, in-process and in milliseconds: GLUE/SST-2 files, WMT SGML, the WMT cleaning rule,
-held-out lines of the monolingual text, and the train log measurements that go into meta.json."""
+held-out lines of the monolingual text, the shared sentencepiece and binarize steps of the prepare scripts, and
+the train log measurements that go into meta.json. Also one prepare script's option checks, as a user meets them."""
 import importlib.util
 import json
 import sys
 
 import pytest
 
-from clitools import REPO
+from clitools import REPO, run
+from fairseq_ext import data_preparation
+from fairseq_ext.data_preparation import (PrepareError, binarize, encode_files, encode_pairs, read_glue_tsv,
+                                          sgml_segments, split_train_valid, train_sentencepiece)
 
 
 def load(path, name):
@@ -18,84 +22,108 @@ def load(path, name):
 
 
 @pytest.fixture(scope="module")
-def glue():
-    return load("scripts/prepare_glue.py", "prepare_glue")
-
-
-@pytest.fixture(scope="module")
-def wmt():
-    return load("scripts/prepare_wmt14_en_fr.py", "prepare_wmt14_en_fr")
-
-
-@pytest.fixture(scope="module")
-def mono():
-    return load("scripts/prepare_mono.py", "prepare_mono")
-
-
-@pytest.fixture(scope="module")
 def train_budget():
     return load("recipes/lib/train_budget.py", "train_budget")
 
 
-def test_sst2_without_a_header_keeps_every_row(glue, tmp_path):
+def test_sst2_without_a_header_keeps_every_row(tmp_path):
     (tmp_path / "train.tsv").write_text("a fine film\t1\nawful\t0\n")
-    assert glue.read_examples(tmp_path / "train.tsv", "SST-2") == [(["a fine film"], "1"), (["awful"], "0")]
+    assert read_glue_tsv(tmp_path / "train.tsv", "SST-2") == [(["a fine film"], "1"), (["awful"], "0")]
 
 
-def test_bad_glue_options_are_reported_together(glue, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        glue.main(["--task", "RTE", "--out", str(tmp_path), "--spm", str(tmp_path / "no.model"),
-                   "--dict", str(tmp_path / "dict.txt"), "--max-examples", "-1"])
-    error = capsys.readouterr().err.strip().splitlines()[-1]
+def test_bad_glue_options_are_reported_together(tmp_path):
+    proc = run(["scripts/prepare_glue.py", "--task", "RTE", "--out", tmp_path, "--spm", tmp_path / "no.model",
+                "--dict", tmp_path / "dict.txt", "--max-examples", "-1"], check=False)
+    assert proc.returncode == 2  # argparse's usage error
+    error = proc.stderr.strip().splitlines()[-1]
     assert "--spm" in error and "--dict" in error and "--max-examples -1: expected a whole number >= 0" in error
     assert "--task RTE: give its GLUE files with --from DIR" in error
 
 
-def test_glue_files_are_read_by_their_header(glue, tmp_path):
+def test_glue_files_are_read_by_their_header(tmp_path):
     (tmp_path / "sst.tsv").write_text('sentence\tlabel\nit "works"\t1\n')
-    assert glue.read_examples(tmp_path / "sst.tsv", "SST-2") == [(['it "works"'], "1")]
+    assert read_glue_tsv(tmp_path / "sst.tsv", "SST-2") == [(['it "works"'], "1")]
     header = "index\tpromptID\tpairID\tgenre\ts1bp\ts2bp\ts1p\ts2p\tsentence1\tsentence2\tlabel1\tgold_label"
     row = "0\t1\t2\tgov\tx\tx\tx\tx\tA man sleeps.\tNobody sleeps.\tcontradiction\tcontradiction"
     (tmp_path / "mnli.tsv").write_text(f"{header}\n{row}\n")
-    assert glue.read_examples(tmp_path / "mnli.tsv", "MNLI") == [(["A man sleeps.", "Nobody sleeps."], "contradiction")]
+    assert read_glue_tsv(tmp_path / "mnli.tsv", "MNLI") == [(["A man sleeps.", "Nobody sleeps."], "contradiction")]
 
 
-def test_a_glue_file_of_another_task_is_named(glue, tmp_path):
+def test_a_glue_file_of_another_task_is_named(tmp_path):
     (tmp_path / "dev.tsv").write_text("question\tsentence\tlabel\nq\ts\tentailment\n")
-    with pytest.raises(glue.PrepareError, match="no column sentence1, sentence2"):
-        glue.read_examples(tmp_path / "dev.tsv", "RTE")
+    with pytest.raises(PrepareError, match="no column sentence1, sentence2"):
+        read_glue_tsv(tmp_path / "dev.tsv", "RTE")
 
 
-def test_sgml_segments_are_read_as_sacrebleu_reads_them(wmt, tmp_path):
+def test_sgml_segments_are_read_as_sacrebleu_reads_them(tmp_path):
     from sacrebleu.dataset.fake_sgml import FakeSGMLDataset
 
     sgml = ('<refset setid="newstest2014" srclang="any">\n<doc docid="1" genre="news">\n<p>\n'
             '<seg id="1"> Deux  espaces &amp; co </seg>\n<seg id="2">L\u2019apostrophe</seg>\n</p>\n</doc>\n')
     (tmp_path / "ref.sgm").write_text(sgml)
     FakeSGMLDataset.__new__(FakeSGMLDataset)._convert_format(str(tmp_path / "ref.sgm"), str(tmp_path / "sacrebleu.txt"))
-    assert wmt.sgml_segments(tmp_path / "ref.sgm") == (tmp_path / "sacrebleu.txt").read_text().splitlines()
-    assert wmt.sgml_segments(tmp_path / "ref.sgm") == ["Deux espaces &amp; co", "L\u2019apostrophe"]
+    assert sgml_segments(tmp_path / "ref.sgm") == (tmp_path / "sacrebleu.txt").read_text().splitlines()
+    assert sgml_segments(tmp_path / "ref.sgm") == ["Deux espaces &amp; co", "L\u2019apostrophe"]
 
 
-def test_cleaning_keeps_what_clean_corpus_n_keeps(wmt):
+def test_cleaning_keeps_what_clean_corpus_n_keeps():
     class Pieces:  # one piece per word
         @staticmethod
         def encode(lines, out_type):
             return [line.split() for line in lines]
 
-    wmt._processor = Pieces
     pairs = [("a b", "c d e"), ("a", "b c"), ("", "x"), ("a " * 4, "b " * 4), ("a " * 5, "b " * 5)]
-    count, kept = wmt._encode_chunk((pairs, True, 4, 1.5))
+    count, kept = encode_pairs(Pieces, pairs, True, 4, 1.5)
     # ratio 3/2 = 1.5 is kept, 2/1 is not; empty sides and more than 4 pieces are dropped.
     assert count == 5 and kept == [("a b", "c d e"), ("a a a a", "b b b b")]
-    assert wmt._encode_chunk((pairs, False, 4, 1.5))[1][2] == ("", "x")  # the test set is not cleaned
+    assert encode_pairs(Pieces, pairs, False, 4, 1.5)[1][2] == ("", "x")  # the test set is not cleaned
 
 
-def test_every_nth_line_is_held_out(mono, tmp_path):
+def test_every_nth_line_is_held_out(tmp_path):
     (tmp_path / "text.txt").write_text("".join(f"line {i}\n\n" for i in range(1, 11)))
-    mono.split_text([tmp_path / "text.txt"], tmp_path / "out", valid_every=3, max_lines=0)
+    split_train_valid([tmp_path / "text.txt"], tmp_path / "out", valid_every=3, max_lines=0)
     assert (tmp_path / "out" / "valid.txt").read_text().split("\n")[:-1] == ["line 3", "line 6", "line 9"]
     assert len((tmp_path / "out" / "train.txt").read_text().splitlines()) == 7
+
+
+def test_a_bpe_without_specials_encodes_line_for_line(tmp_path):
+    import sentencepiece as spm
+
+    words = ["low", "lower", "lowest", "new", "newer", "newest", "wide", "wider", "widest", "show", "shower"]
+    (tmp_path / "train.txt").write_text("".join(" ".join(words[(i * 7 + j) % len(words)] for j in range(6)) + "\n"
+                                                for i in range(200)))
+    train_sentencepiece([tmp_path / "train.txt"], tmp_path / "spm", vocab_size=60)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spm.model"))
+    # fairseq's dictionary adds bos, eos and pad itself: the pieces hold none of them.
+    assert (sp.get_piece_size(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (60, -1, -1, -1)
+    (tmp_path / "in.txt").write_text("lowest newer\n\nwide show\n")
+    encode_files(tmp_path / "spm.model", [(tmp_path / "in.txt", tmp_path / "out.txt")])
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert lines[1] == "" and [sp.decode(line.split()) for line in lines] == ["lowest newer", "", "wide show"]
+
+
+def test_binarize_shows_the_folder_only_once_every_run_succeeded(tmp_path, monkeypatch):
+    calls = []
+
+    def preprocess(*args):  # writes a dictionary into --destdir; the second call fails while fail is set
+        calls.append(args)
+        destdir = args[args.index("--destdir") + 1]
+        destdir.mkdir(parents=True)
+        (destdir / "dict.txt").write_text("a 1\n")
+        if fail and len(calls) == 2:
+            raise PrepareError("fairseq-preprocess failed (exit 1)")
+
+    monkeypatch.setattr(data_preparation, "fairseq_preprocess", preprocess)
+    runs = {"input0": ["--only-source", "--srcdict", "dict.txt"], "label": ["--only-source"]}
+    fail = True
+    with pytest.raises(PrepareError):
+        binarize(tmp_path / "bin", runs, 3)
+    assert not (tmp_path / "bin").exists()
+    fail = False
+    binarize(tmp_path / "bin", runs, 3)  # a rerun starts the temporary folder afresh
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == ["input0", "label"]
+    assert not (tmp_path / "bin.tmp").exists()
+    assert calls[-1] == ("--only-source", "--destdir", tmp_path / "bin.tmp" / "label", "--workers", 3)
 
 
 def test_meta_measures_the_log(train_budget, tmp_path):
