@@ -12,11 +12,11 @@ from .quantization import (
     quantizable_weights,
     quantize,
 )
-from .schedules import sparsity_at, validate_schedule
+from .schedules import PruningSchedule, sparsity_at, validate_schedule
 from .spec import CompressionSpec
 
 __all__ = [
-    "CompressionReport", "CompressionSpec", "FORMAT_VERSION", "QuantizationAwareTraining", "QuantizedTensor",
+    "CompressionReport", "CompressionSpec", "PruningSchedule", "FORMAT_VERSION", "QuantizationAwareTraining", "QuantizedTensor",
     "TensorBytes", "__version__", "account", "apply_masks", "compress", "dequantize", "fake_quantize",
     "fake_quantize_", "load_compressed", "magnitude_masks", "prunable_weights", "quantizable_weights",
     "quantize", "save_compressed", "sparsity_at", "validate_schedule",

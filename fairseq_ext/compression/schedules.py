@@ -8,6 +8,7 @@ start, start + every, start + 2 * every, ...
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 from .spec import choice_problem, fraction_problem, raise_problems
 
@@ -41,29 +42,43 @@ def validate_schedule(**options) -> None:
     raise_problems("pruning schedule", schedule_problems(**options))
 
 
-def sparsity_at(
-    update: int, *, schedule: str, target: float, start: int = 0, end: int = 0, every: int = 1,
-    fraction: float = 0.0, initial: float = 0.0,
-) -> float:
-    """oneshot: target from `start` on. iterative: on each of the updates start, start+every, ... prune
-    `fraction` of the remaining weights, capped at target. gradual (Zhu & Gupta 2017): the cubic
-    s = target + (initial - target) * (1 - (t - start) / (end - start))**3 between start and end,
-    then target."""
-    validate_schedule(
-        schedule=schedule, target=target, start=start, end=end, every=every, fraction=fraction, initial=initial
-    )
-    target = float(target)  # a sparsity is a float, also when the target was given as the integer 0
-    if update < start:
-        return 0.0
-    # The update at which the sparsity now in force was set.
-    last_step = start + (update - start) // every * every
-    if schedule == "oneshot":
-        return target
-    if schedule == "iterative":
-        steps = (last_step - start) // every + 1
-        return min(target, 1.0 - math.pow(1.0 - fraction, steps))
-    if update >= end:
-        return target
-    remaining = 1.0 - (last_step - start) / (end - start)
-    # initial + (target - initial) * (1 - remaining**3) is exactly `initial` at start.
-    return initial + (target - initial) * (1.0 - remaining**3)
+@dataclass(frozen=True)
+class PruningSchedule:
+    """A pruning schedule, validated once when it is made; sparsity_at then only computes."""
+
+    schedule: str = "oneshot"
+    target: float = 0.0
+    start: int = 0
+    end: int = 0
+    every: int = 1
+    fraction: float = 0.0
+    initial: float = 0.0
+
+    def __post_init__(self):
+        validate_schedule(**asdict(self))
+
+    def sparsity_at(self, update: int) -> float:
+        """oneshot: target from `start` on. iterative: on each of the updates start, start+every, ... prune
+        `fraction` of the remaining weights, capped at target. gradual (Zhu & Gupta 2017): the cubic
+        s = target + (initial - target) * (1 - (t - start) / (end - start))**3 between start and end,
+        then target."""
+        target = float(self.target)  # a sparsity is a float, also when the target was given as the integer 0
+        if update < self.start:
+            return 0.0
+        # The update at which the sparsity now in force was set.
+        last_step = self.start + (update - self.start) // self.every * self.every
+        if self.schedule == "oneshot":
+            return target
+        if self.schedule == "iterative":
+            steps = (last_step - self.start) // self.every + 1
+            return min(target, 1.0 - math.pow(1.0 - self.fraction, steps))
+        if update >= self.end:
+            return target
+        remaining = 1.0 - (last_step - self.start) / (self.end - self.start)
+        # initial + (target - initial) * (1 - remaining**3) is exactly `initial` at start.
+        return self.initial + (target - self.initial) * (1.0 - remaining**3)
+
+
+def sparsity_at(update: int, **options) -> float:
+    """PruningSchedule(**options).sparsity_at(update), for a single value."""
+    return PruningSchedule(**options).sparsity_at(update)

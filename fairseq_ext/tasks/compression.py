@@ -26,6 +26,7 @@ from fairseq.logging import metrics
 
 from fairseq_ext.compression import (
     CompressionSpec,
+    PruningSchedule,
     QuantizationAwareTraining,
     account,
     apply_masks,
@@ -33,7 +34,6 @@ from fairseq_ext.compression import (
     magnitude_masks,
     prunable_weights,
     quantizable_weights,
-    sparsity_at,
 )
 
 from .compression_config import check_compression_config, compression_on, pruning_on, value
@@ -57,10 +57,9 @@ def compression_spec(cfg, sparsity=None):
     )
 
 
-def scheduled_sparsity(cfg, num_updates):
-    """The sparsity the schedule prescribes once ``num_updates`` updates are done."""
-    return sparsity_at(
-        num_updates,
+def pruning_schedule(cfg):
+    """The core's schedule for a task config."""
+    return PruningSchedule(
         schedule=value(cfg, "prune_schedule"),
         target=value(cfg, "prune_sparsity"),
         start=value(cfg, "prune_start_update"),
@@ -88,6 +87,7 @@ class CompressionTaskMixin:
     def __init__(self, cfg, *args, **kwargs):
         check_compression_config(cfg)  # before any data is read: bad flags fail at start-up
         compression_spec(cfg).validate()
+        self._schedule = pruning_schedule(cfg) if pruning_on(cfg) else None
         super().__init__(cfg, *args, **kwargs)
         self._trained_model = None  # set in training mode only
         self._masks = None  # training: keep masks in force ({} = none); None until the first step
@@ -141,7 +141,7 @@ class CompressionTaskMixin:
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if pruning_on(self.cfg) and self._mask_sparsity is None:
             # First step of this process: a fresh start, or a resume whose checkpoint holds the zeros.
-            self._prune_to(model, scheduled_sparsity(self.cfg, update_num))
+            self._prune_to(model, self._schedule.sparsity_at(update_num))
         if not value(self.cfg, "quant_aware"):
             return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
         with self._quantization_aware(model):  # backward runs inside: gradients at the quantized weights
@@ -152,7 +152,7 @@ class CompressionTaskMixin:
         if not pruning_on(self.cfg):
             return
         apply_masks(self._prunable(model), self._masks or {})  # the step moved pruned weights (momentum)
-        sparsity = scheduled_sparsity(self.cfg, update_num + 1)  # this step completes update update_num + 1
+        sparsity = self._schedule.sparsity_at(update_num + 1)  # this step completes update update_num + 1
         if sparsity != self._mask_sparsity:
             self._prune_to(model, sparsity)
 

@@ -5,66 +5,67 @@ checkpoint's ``cfg.task``, which is what lets ``fairseq-validate`` override it l
 a compressed task with no flags is the stock task. Booleans all default to False: fairseq turns a True-default bool
 into a ``store_false`` flag whose name says the opposite of what it does.
 
+The choices and the defaults are the core's (CompressionSpec, PruningSchedule): this file maps them to flags.
 ``check_compression_config`` validates the flags as a whole at start-up and reports every problem at once, in the
 user's vocabulary (flag names and allowed values), not the core's argument names.
 """
 import logging
 from dataclasses import dataclass, field, fields
 
+import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
-from .inference_speed import ENGINE_CHOICES, speed_problems
+from fairseq_ext.compression import CompressionSpec, PruningSchedule
+from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
+from fairseq_ext.compression.schedules import SCHEDULES
+from fairseq_ext.compression.spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, SCOPES, UNQUANTIZED_BITS
 
 logger = logging.getLogger(__name__)
 
-PRUNE_SCOPES = ["global", "layer"]
-PRUNE_SCHEDULES = ["oneshot", "iterative", "gradual"]
-QUANT_SCHEMES = ["symmetric", "asymmetric"]
-QUANT_GRANULARITIES = ["channel", "tensor"]
-QUANT_BITS_OFF = (16, 32)  # kept as float: nothing to quantize
-QUANT_BITS_ON = range(2, 9)
+SPEC = CompressionSpec()
+SCHEDULE = PruningSchedule()
 
 
 @dataclass
 class CompressionConfig(FairseqDataclass):
     prune_sparsity: float = field(
-        default=0.0,
+        default=SPEC.sparsity,
         metadata={"help": "fraction of the weights to zero by magnitude, 0 <= F < 1 (0: no pruning); the target of "
                           "--prune-schedule while training"},
     )
-    prune_scope: ChoiceEnum(PRUNE_SCOPES) = field(
-        default="global",
+    prune_scope: ChoiceEnum(list(SCOPES)) = field(
+        default=SPEC.scope,
         metadata={"help": "rank weights by magnitude across all pruned matrices (global) or within each (layer)"},
     )
     prune_embeddings: bool = field(
-        default=False, metadata={"help": "prune the embedding matrices too (by default they are kept dense)"}
+        default=SPEC.prune_embeddings, metadata={"help": "prune the embedding matrices too (by default they are kept dense)"}
     )
-    prune_schedule: ChoiceEnum(PRUNE_SCHEDULES) = field(
-        default="oneshot",
+    prune_schedule: ChoiceEnum(list(SCHEDULES)) = field(
+        default=SCHEDULE.schedule,
         metadata={"help": "while training: oneshot (all of --prune-sparsity at --prune-start-update), iterative "
                           "(--prune-fraction of the remaining weights every --prune-every updates), gradual "
                           "(cubic ramp from --prune-start-update to --prune-end-update, Zhu & Gupta 2017)"},
     )
-    prune_start_update: int = field(default=0, metadata={"help": "update at which pruning starts while training"})
+    prune_start_update: int = field(default=SCHEDULE.start, metadata={"help": "update at which pruning starts while training"})
     prune_end_update: int = field(
-        default=0, metadata={"help": "update at which the gradual schedule reaches --prune-sparsity (0: unset)"}
+        default=SCHEDULE.end, metadata={"help": "update at which the gradual schedule reaches --prune-sparsity (0: unset)"}
     )
-    prune_every: int = field(default=1, metadata={"help": "updates between two pruning steps of the schedule"})
+    prune_every: int = field(default=SCHEDULE.every, metadata={"help": "updates between two pruning steps of the schedule"})
     prune_fraction: float = field(
-        default=0.0,
+        default=SCHEDULE.fraction,
         metadata={"help": "iterative schedule: fraction of the still-kept weights pruned at each step, 0 < F < 1"},
     )
     quant_bits: int = field(
-        default=32, metadata={"help": "weight precision, 2..8 bits (16 or 32: no quantization)"}
+        default=SPEC.bits, metadata={"help": "weight precision, 2..8 bits (16 or 32: no quantization)"}
     )
-    quant_scheme: ChoiceEnum(QUANT_SCHEMES) = field(
-        default="symmetric", metadata={"help": "quantization grid: symmetric around 0, or asymmetric (min..max)"}
+    quant_scheme: ChoiceEnum(list(SCHEMES)) = field(
+        default=SPEC.scheme, metadata={"help": "quantization grid: symmetric around 0, or asymmetric (min..max)"}
     )
-    quant_granularity: ChoiceEnum(QUANT_GRANULARITIES) = field(
-        default="channel", metadata={"help": "one quantization scale per output channel (row), or per tensor"}
+    quant_granularity: ChoiceEnum(list(GRANULARITIES)) = field(
+        default=SPEC.granularity, metadata={"help": "one quantization scale per output channel (row), or per tensor"}
     )
     quant_skip_embeddings: bool = field(
-        default=False, metadata={"help": "keep the embedding matrices in float (by default they are quantized)"}
+        default=not SPEC.quantize_embeddings, metadata={"help": "keep the embedding matrices in float (by default they are quantized)"}
     )
     quant_aware: bool = field(
         default=False,
@@ -115,7 +116,7 @@ def pruning_on(cfg):
 
 
 def quantization_on(cfg):
-    return value(cfg, "quant_bits") not in QUANT_BITS_OFF
+    return value(cfg, "quant_bits") in QUANTIZED_BITS
 
 
 def compression_on(cfg):
@@ -129,9 +130,9 @@ def compression_problems(cfg):
     if not 0.0 <= v["prune_sparsity"] < 1.0:
         problems.append(f"--prune-sparsity must be in [0, 1) (got {v['prune_sparsity']})")
     bits = v["quant_bits"]
-    if bits not in QUANT_BITS_ON and bits not in QUANT_BITS_OFF:
+    if bits not in QUANTIZED_BITS + UNQUANTIZED_BITS:
         problems.append(f"--quant-bits must be 2..8, or 16/32 for no quantization (got {bits})")
-    if v["quant_aware"] and bits not in QUANT_BITS_ON:
+    if v["quant_aware"] and bits not in QUANTIZED_BITS:
         problems.append(f"--quant-aware needs --quant-bits 2..8 to train for (got --quant-bits {bits})")
     start, end, every = v["prune_start_update"], v["prune_end_update"], v["prune_every"]
     if start < 0:
@@ -153,6 +154,23 @@ def compression_problems(cfg):
         problems.append(f"--prune-fraction {fraction} only applies to --prune-schedule iterative "
                         f"(got --prune-schedule {schedule})")
     problems += speed_problems(v)
+    return problems
+
+
+def speed_problems(v):
+    """Problems of the speed flags, from a ``{field: plain value}`` dict; [] when fine."""
+    problems = []
+    for name, what in (("prune_heads", "attention heads removed from every attention module"),
+                       ("prune_ffn", "FFN neurons removed from every layer")):
+        f = v[name]
+        if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
+            problems.append(f"{flag(name)} must be in [0, 1) (the fraction of {what}; 0: off), got {f}")
+    engine = v["int8_engine"]
+    if engine not in ENGINE_CHOICES:
+        problems.append(f"--int8-engine must be one of {', '.join(ENGINE_CHOICES)} (got {engine})")
+    elif v["int8_kernels"] and int8_engine(engine) is None:
+        problems.append(f"--int8-engine {engine} is not available in this torch build (it has "
+                        f"{', '.join(torch.backends.quantized.supported_engines)}); use --int8-engine auto")
     return problems
 
 

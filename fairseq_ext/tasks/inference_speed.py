@@ -16,7 +16,6 @@ be), and an int8 model refuses to be moved to a GPU or cast to fp16/bf16 (what -
 import torch
 
 from fairseq_ext.compression.int8 import (
-    ENGINE_CHOICES,
     int8_engine,
     quantize_embeddings_int8,
     quantize_linears_int8,
@@ -24,26 +23,11 @@ from fairseq_ext.compression.int8 import (
 )
 from fairseq_ext.compression.structured import structured_prune
 
+from .compression_config import flag
+
 SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine")
 INT8_DEVICE_MESSAGE = ("--int8-kernels runs int8 kernels on the CPU with float32 activations: add --cpu (when a GPU "
                        "is visible) and drop --fp16/--bf16")
-
-
-def speed_problems(v):
-    """Problems of the speed flags, from a ``{field: plain value}`` dict; [] when fine."""
-    problems = []
-    for name, what in (("prune_heads", "attention heads removed from every attention module"),
-                       ("prune_ffn", "FFN neurons removed from every layer")):
-        f = v[name]
-        if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
-            problems.append(f"--{name.replace('_', '-')} must be in [0, 1) (the fraction of {what}; 0: off), got {f}")
-    engine = v["int8_engine"]
-    if engine not in ENGINE_CHOICES:
-        problems.append(f"--int8-engine must be one of {', '.join(ENGINE_CHOICES)} (got {engine})")
-    elif v["int8_kernels"] and int8_engine(engine) is None:
-        problems.append(f"--int8-engine {engine} is not available in this torch build (it has "
-                        f"{', '.join(torch.backends.quantized.supported_engines)}); use --int8-engine auto")
-    return problems
 
 
 def speed_on(v):
@@ -52,7 +36,7 @@ def speed_on(v):
 
 def refuse_in_training(v):
     if speed_on(v):
-        on = [f"--{n.replace('_', '-')}" for n in ("prune_heads", "prune_ffn", "int8_kernels") if v[n]]
+        on = [flag(n) for n in ("prune_heads", "prune_ffn", "int8_kernels") if v[n]]
         raise ValueError(f"{', '.join(on)} act{'s' if len(on) == 1 else ''} on a loaded checkpoint (fairseq-generate, "
                          "fairseq-interactive, fairseq-validate), not in fairseq-train: drop them from this command")
 
