@@ -40,21 +40,24 @@ each other).
 import argparse
 import json
 import os
-import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fairseq_ext.benchmarks import (
+    CT2_VARIANTS,
+    FAIRSEQ_VARIANTS,
+    PLUGIN_DIR,
+    generate_command,
+    parse_translated,
+    summarize,
+)
+
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data")) / "multi30k"
 MAIN_ARCH = "transformer_wmt_en_fr_d6_h1024"
-FAIRSEQ_VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")
-CT2_VARIANTS = ("ct2_fp32", "ct2_int8")
-TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
 
 
 def log(*args):
@@ -132,11 +135,14 @@ def make_checkpoint(arch, data, path, extra_args=()):
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from omegaconf import OmegaConf
 
+    # fairseq skips --user-dir for a package imported already, as fairseq_ext is (fairseq_ext.benchmarks).
+    import fairseq_ext.plugin  # noqa: F401
+
     if path.is_file():
         return path
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(
-        parser, [str(data), "--user-dir", str(REPO / "fairseq_ext"), "--task", "translation", "--arch", arch,
+        parser, [str(data), "--user-dir", str(PLUGIN_DIR), "--task", "translation", "--arch", arch,
                  "--cpu", "--seed", "1", *extra_args]
     )
     cfg = convert_namespace_to_omegaconf(args)
@@ -164,32 +170,14 @@ def make_checkpoint(arch, data, path, extra_args=()):
 # ---------------------------------------------------------------------------------------------- the runs
 
 
-def generate_command(variant, data, checkpoint, args):
-    flags = {
-        "fp32": ["--task", "translation"],
-        "int8": ["--task", "compressed_translation", "--int8-kernels"],
-        "pruned": ["--task", "compressed_translation", "--prune-heads", args.prune_heads, "--prune-ffn", args.prune_ffn],
-        "pruned_int8": ["--task", "compressed_translation", "--prune-heads", args.prune_heads,
-                        "--prune-ffn", args.prune_ffn, "--int8-kernels"],
-    }[variant]
-    return [
-        BIN / "fairseq-generate", data, "--user-dir", REPO / "fairseq_ext", *flags, "--path", checkpoint,
-        "--gen-subset", "test", "--cpu", "--beam", args.beam, "--batch-size", args.batch_size,
-        "--max-len-a", "0", "--max-len-b", args.len, "--min-len", args.len, "--num-workers", "0",
-        "--quiet", "--no-progress-bar",
-    ]
-
-
 def fairseq_run(variant, data, checkpoint, args):
-    output = run(generate_command(variant, data, checkpoint, args), args.threads)
-    match = TRANSLATED.search(output)
-    if not match:
-        raise RuntimeError(f"no 'Translated ...' line in fairseq-generate's output:\n{output[-3000:]}")
-    sentences, tokens, seconds = int(match[1].replace(",", "")), int(match[2].replace(",", "")), float(match[3])
-    expected = sentences * (args.len + 1)
-    if tokens != expected:
-        raise RuntimeError(f"{variant}: {tokens} tokens for {sentences} sentences, expected {expected} (fixed length)")
-    return {"sentences": sentences, "tokens": tokens, "seconds": seconds}
+    cmd = generate_command(variant, data, checkpoint, beam=args.beam, batch_size=args.batch_size, length=args.len,
+                           prune_heads=args.prune_heads, prune_ffn=args.prune_ffn)
+    output = run(cmd, args.threads)
+    try:
+        return parse_translated(output, args.len)
+    except ValueError as error:
+        raise RuntimeError(f"{variant}: {error}:\n{output[-3000:]}") from None
 
 
 CT2_SNIPPET = r"""
@@ -216,7 +204,7 @@ def ct2_convert(checkpoint, data, out, quantization):
         return out
     shutil.rmtree(out, ignore_errors=True)
     run([sys.executable, "-m", "ctranslate2.converters.fairseq", "--model_path", checkpoint, "--data_dir", data,
-         "--user_dir", REPO / "fairseq_ext", "--output_dir", out, "--quantization", quantization], threads=2)
+         "--user_dir", PLUGIN_DIR, "--output_dir", out, "--quantization", quantization], threads=2)
     return out
 
 
@@ -259,27 +247,6 @@ def bench_arch(arch, multi30k_bin, args):
                 f"{results[variant]['tokens_per_s']:8.1f} tokens/s")
         rounds.append(results)
     return {"arch": arch, "checkpoint": str(checkpoint), "variants": variants, "rounds": rounds}
-
-
-def ratios_to(result, variant, baseline):
-    if baseline not in result["variants"]:
-        return []
-    return [r[variant]["tokens_per_s"] / r[baseline]["tokens_per_s"] for r in result["rounds"]]
-
-
-def summarize(result, baseline="fp32", peer="ct2_int8"):
-    rows = []
-    for variant in result["variants"]:
-        speeds = [r[variant]["tokens_per_s"] for r in result["rounds"]]
-        ratios, to_peer = ratios_to(result, variant, baseline), ratios_to(result, variant, peer)
-        rows.append({
-            "arch": result["arch"], "variant": variant,
-            "tokens_per_s": [round(s, 1) for s in speeds],
-            "ratio_to_fp32": [round(x, 2) for x in ratios],
-            "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
-            "median_ratio_to_ct2_int8": round(statistics.median(to_peer), 2) if to_peer else None,
-        })
-    return rows
 
 
 def print_table(rows, args):

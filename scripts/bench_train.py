@@ -45,8 +45,8 @@ fairseq-train in bf16 (or --precision fp16), with settings chosen to raise MFU:
     --num-workers 4, --required-batch-size-multiple 8, --disable-validation, --no-save, --log-interval 20
 
 MFU = words/s x training FLOPs per target token / peak dense bf16/fp16 FLOP/s of the GPU. The FLOPs per token
-are scripts/arch_table.py's (6 x non-embedding params + 6 x output projection + attention 12 x A x n x d, with n
-= the measured mean target length per sentence, wpb / bsz). Peak: H100 SXM and H200 989 TFLOP/s, H100 PCIe 756,
+are those scripts/arch_table.py prints (fairseq_ext/models/arch_description.py: 6 x non-embedding params + 6 x
+output projection + attention 12 x A x n x d, with n = the measured mean target length per sentence, wpb / bsz). Peak: H100 SXM and H200 989 TFLOP/s, H100 PCIe 756,
 A100 312 (dense, no sparsity), or --peak-tflops.
 
     .venv/bin/python scripts/bench_train.py                              # CPU: grid vs stock, ratios
@@ -58,20 +58,24 @@ A100 312 (dense, no sparsity), or --peak-tflops.
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from fairseq_ext.benchmarks import (
+    PAIRS,
+    cpu_train_command,
+    grid_shape,
+    parse_train_output,
+    train_model_args,
+    train_settings,
+    train_throughput,
+)
+
 REPO = Path(__file__).resolve().parents[1]
-# fairseq-train's entry point, also where fairseq is on PYTHONPATH without its console scripts.
-FAIRSEQ_TRAIN = [sys.executable, "-m", "fairseq_cli.train"]
 DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data")) / "multi30k"
-GRID_NAME = re.compile(r"^transformer_wmt_en_fr_d(\d+)_h(\d+)$")
-PARAMS = re.compile(r"num\. shared model params: ([\d,]+)")
-RECORD = re.compile(r"\| (train_inner|train) \| (\{.*\})\s*$")
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0), ("A100", 312.0)]
 
 
@@ -139,52 +143,17 @@ def fairseq_train_on_gpu(argv, fused_adam):
 # ------------------------------------------------------------------------------------------ runs
 
 
-def grid_shape(arch):
-    match = GRID_NAME.match(arch)
-    if not match:
-        raise SystemExit(f"{arch} is not a transformer_wmt_en_fr_d*_h* grid arch")
-    return int(match[1]), int(match[2])
-
-
-def stock_arch_args(arch):
-    """fairseq's stock arch with the sizes of grid point ``arch`` spelled out (what the grid preset fills in)."""
-    depth, width = grid_shape(arch)
-    args = ["--arch", "transformer_vaswani_wmt_en_fr_big", "--share-all-embeddings"]
-    for side in ("encoder", "decoder"):
-        args += [f"--{side}-layers", depth, f"--{side}-embed-dim", width, f"--{side}-ffn-embed-dim", 4 * width,
-                 f"--{side}-attention-heads", width // 64]
-    return args
-
-
-def common_train_args(args, task="translation"):
-    return [
-        "--task", task, "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4",
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "4000", "--criterion", "label_smoothed_cross_entropy",
-        "--label-smoothing", "0.1", "--max-tokens", args.max_tokens, "--max-update", args.max_update,
-        "--seed", "1", "--log-format", "json", "--log-interval", args.log_interval, "--no-progress-bar",
-        "--no-save", "--disable-validation", "--data-buffer-size", "0",  # no prefetch thread: a clean exit (recipes)
-    ]
-
-
-# CPU mode: the two kinds of run compared, the first over the second.
-PAIRS = {"stock": ("grid", "stock"), "bf16": ("bf16", "fp32")}
-
-
 def train_command(kind, arch, data, args):
-    task = "translation"
-    if kind == "stock":
-        model = stock_arch_args(arch)
-    else:
-        model = ["--user-dir", REPO / "fairseq_ext", "--arch", arch]
-    if kind in ("fp32", "bf16"):
-        task = "compressed_translation"
-        model += ["--autocast-bf16"] if kind == "bf16" else []
+    """fairseq-train of one run: on the CPU the real fairseq-train (fairseq_ext.benchmarks), on CUDA this script
+    as fairseq-train with bf16 on CUDA and the fused AdamW (the GPU section above)."""
     if args.device == "cpu":
-        return [*FAIRSEQ_TRAIN, data, *model, *common_train_args(args, task), "--cpu", "--num-workers", "0"]
+        return cpu_train_command(kind, arch, data, args.max_tokens, args.max_update, args.log_interval)
+    _, model = train_model_args(kind, arch)
     precision = ["--bf16"] if args.precision == "bf16" else ["--fp16"]
     gpu = [*precision, "--num-workers", "4", "--required-batch-size-multiple", "8"]
     launcher = "--as-fairseq-train-fused-adam" if args.fused_adam else "--as-fairseq-train"
-    return [sys.executable, Path(__file__).resolve(), launcher, data, *model, *common_train_args(args), *gpu]
+    return [sys.executable, Path(__file__).resolve(), launcher, data, *model,
+            *train_settings(args.max_tokens, args.max_update, args.log_interval), *gpu]
 
 
 def child_env(args):
@@ -193,17 +162,6 @@ def child_env(args):
     if args.device == "cpu":
         env.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), CUDA_VISIBLE_DEVICES="")
     return env
-
-
-def parse_run(output):
-    """(params, [train_inner records]) of a fairseq-train --log-format json output."""
-    params = PARAMS.search(output)
-    records = []
-    for line in output.splitlines():
-        match = RECORD.search(line)
-        if match and match[1] == "train_inner":
-            records.append(json.loads(match[2]))
-    return (int(params[1].replace(",", "")) if params else None), records
 
 
 def start_run(kind, arch, data, args):
@@ -218,15 +176,12 @@ def finish_run(started):
     output, _ = proc.communicate(timeout=7200)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-4000:]}")
-    params, records = parse_run(output)
-    if len(records) < 2:
-        raise RuntimeError(f"{kind} {arch}: need >= 2 train_inner records (raise --max-update), got "
-                           f"{len(records)}:\n{output[-3000:]}")
-    steady = records[1:]  # the first interval holds the warm-up
-    wps = statistics.median(float(r["wps"]) for r in steady)
-    mean_len = statistics.mean(float(r["wpb"]) / float(r["bsz"]) for r in steady)
-    return {"params": params, "wps": wps, "wpb": statistics.mean(float(r["wpb"]) for r in steady),
-            "mean_target_len": mean_len, "records": len(records)}
+    params, records = parse_train_output(output)
+    try:
+        throughput = train_throughput(records)
+    except ValueError as error:
+        raise RuntimeError(f"{kind} {arch}: {error} (raise --max-update):\n{output[-3000:]}") from None
+    return {"params": params, **throughput}
 
 
 def train_run(kind, arch, data, args):
@@ -289,15 +244,10 @@ def peak_flops(args):
     raise SystemExit(f"unknown peak FLOP/s for {name!r}: pass --peak-tflops")
 
 
-def train_flops_per_token(arch, vocab, seq_len):
-    sys.path.insert(0, str(REPO / "scripts"))
-    from arch_table import describe
-
-    return describe(arch, vocab_size=vocab, seq_len=max(1, round(seq_len)))["train_gflops_per_token"] * 1e9
-
-
 def bench_gpu(arch, data, args):
     from fairseq.data import Dictionary
+
+    from fairseq_ext.models.arch_description import train_flops_per_token
 
     vocab = len(Dictionary.load(str(Path(data) / "dict.en.txt")))
     peak = peak_flops(args)
@@ -376,7 +326,10 @@ def parse_args(argv=None):
     args.archs = (args.archs or ("transformer_wmt_en_fr_d6_h1024,transformer_wmt_en_fr_d12_h2048" if gpu else
                                  "transformer_wmt_en_fr_d2_h256,transformer_wmt_en_fr_d2_h512")).split(",")
     for arch in args.archs:
-        grid_shape(arch)
+        try:
+            grid_shape(arch)
+        except ValueError as error:
+            parser.error(f"--archs: {error}")
     args.max_update = args.max_update or (300 if gpu else 25)
     args.log_interval = args.log_interval or (20 if gpu else 5)
     args.max_tokens = args.max_tokens or (16384 if gpu else 2048)

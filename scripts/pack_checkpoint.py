@@ -10,25 +10,22 @@ the checkpoint's fairseq config (so fairseq rebuilds the model from the file alo
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fairseq_ext.plugin  # noqa: F401  (registers the tasks, safe checkpoint loading)
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from omegaconf import OmegaConf
 
-import fairseq_ext  # noqa: E402,F401  (registers the tasks, safe checkpoint loading)
-from fairseq import checkpoint_utils  # noqa: E402
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf, gen_parser_from_dataclass  # noqa: E402
-from omegaconf import OmegaConf, open_dict  # noqa: E402
-
-from fairseq_ext.checkpoint_loading import config_to_json  # noqa: E402
-from fairseq_ext.compression import save_compressed  # noqa: E402
-from fairseq_ext.tasks.compression import compression_spec, summary  # noqa: E402
-from fairseq_ext.tasks.compression_config import (  # noqa: E402
+from fairseq_ext.checkpoint_loading import config_to_json
+from fairseq_ext.compression import save_compressed
+from fairseq_ext.tasks.compression import compression_spec, summary
+from fairseq_ext.tasks.compression_config import (
     COMPRESSION_FIELDS,
     CompressionConfig,
     check_compression_config,
     compression_on,
 )
+from fairseq_ext.tasks.model_from_checkpoint import load_model
 
 
 def parse_args(argv=None):
@@ -46,25 +43,6 @@ def parse_args(argv=None):
     if not compression_on(args):
         parser.error("nothing to compress: give --prune-sparsity F (0 < F < 1) and/or --quant-bits 2..8")
     return args
-
-
-def load_model(checkpoint, data=None, compression=None):
-    """(the checkpoint's state, its model), built by fairseq from the saved config with the weights exactly as saved.
-    A compressed_* task compresses on load with its saved flags: ``compression`` ({field: value}; default: every
-    field at its off default) replaces them. ``data``: where the dictionaries are now, if they moved."""
-    defaults = CompressionConfig()
-    compression = compression or {name: getattr(defaults, name) for name in COMPRESSION_FIELDS}
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
-    if state.get("cfg") is None:  # legacy checkpoint: argparse Namespace
-        state["cfg"], state["args"] = convert_namespace_to_omegaconf(state["args"]), None
-    with open_dict(state["cfg"].task):
-        if data:
-            state["cfg"].task.data = data
-        for name in COMPRESSION_FIELDS:
-            if name in state["cfg"].task:
-                state["cfg"].task[name] = compression[name]
-    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], state=state)
-    return state, models[0]
 
 
 def main(argv=None):

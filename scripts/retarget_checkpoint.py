@@ -13,16 +13,13 @@ with --user-dir fairseq_ext.
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import fairseq_ext  # noqa: E402,F401  (registers the tasks, safe checkpoint loading)
-from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF  # noqa: E402
-from fairseq_ext.tasks.compression_config import DEFAULTS  # noqa: E402
+import fairseq_ext.plugin  # noqa: F401  (registers the tasks, safe checkpoint loading)
+from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF
+from fairseq_ext.tasks.compression_config import DEFAULTS
 
 
 class RetargetError(Exception):

@@ -22,12 +22,12 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pack_checkpoint import load_model  # noqa: E402  (imports fairseq_ext: tasks, safe checkpoint loading)
-from fairseq import checkpoint_utils  # noqa: E402
-from omegaconf import OmegaConf, open_dict  # noqa: E402
+import fairseq_ext.plugin  # noqa: F401  (registers the tasks, safe checkpoint loading)
+from fairseq import checkpoint_utils
+from omegaconf import OmegaConf, open_dict
 
-from fairseq_ext.compression.structured import check_fraction, prune_ffn_neurons  # noqa: E402
+from fairseq_ext.compression.structured import check_fraction, prune_ffn_neurons
+from fairseq_ext.tasks.model_from_checkpoint import load_model
 
 # The config keys holding each side's FFN width: transformer (both sides) and roberta (encoder only).
 FFN_KEYS = {"encoder": "encoder_ffn_embed_dim", "decoder": "decoder_ffn_embed_dim"}

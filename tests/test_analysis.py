@@ -1,5 +1,6 @@
 """fairseq_ext.analysis on generated inputs: the frontier, selection and log-reading properties, for any data."""
 import json
+import math
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from clitools import REPO
 from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.frontier import dominates, pareto_frontier
-from fairseq_ext.analysis.selection import describe, rank, select
+from fairseq_ext.analysis.selection import describe, select
 from fairseq_ext.analysis.fairseq_output import generation_speed
 from fairseq_ext.analysis.sweep_results import FIELDS, check_record, config_key, level_label, method_of, record_method
 from fairseq_ext.analysis.training_log import read_training_log, wall_at
@@ -40,23 +41,95 @@ def sweeps(draw, min_size=1):
     return draw(st.lists(record(), min_size=min_size, max_size=25))
 
 
+def quality(record):
+    """Higher is better, whatever the metric's direction."""
+    return record["value"] if record["higher_is_better"] else -record["value"]
+
+
+def frontier_by_sweep_line(records):
+    """The test's own frontier (ids of the records on it), by another route than the module's pairwise definition:
+    walk the memory levels smallest first; a level's best records are on the frontier when they beat everything
+    smaller, ties included."""
+    on, best_smaller = set(), -math.inf
+    for mb in sorted({r["compressed_mb"] for r in records}):
+        level = [r for r in records if r["compressed_mb"] == mb]
+        best = max(quality(r) for r in level)
+        if best > best_smaller:
+            on |= {id(r) for r in level if quality(r) == best}
+        best_smaller = max(best_smaller, best)
+    return on
+
+
+def beats(a, b):
+    """a is no bigger and no worse than b, and differs from b in one of the two."""
+    return (a["compressed_mb"] <= b["compressed_mb"] and quality(a) >= quality(b)
+            and (a["compressed_mb"], quality(a)) != (b["compressed_mb"], quality(b)))
+
+
+def point(model, mb, value, higher_is_better=True, sparsity=0.0, bits=32):
+    return {"model": model, "checkpoint": f"{model}.pt", "params": MODEL_PARAMS[model],
+            "method": method_of(sparsity, bits), "sparsity": sparsity, "bits": bits, "compressed_mb": float(mb),
+            "fp32_mb": 12.0, "metric": "bleu" if higher_is_better else "loss", "value": float(value),
+            "higher_is_better": higher_is_better, "subset": "test", "seconds": 1.0}
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_frontier_of_a_fixed_sweep_with_ties_and_duplicates(higher_is_better):
+    value = (lambda bleu: bleu) if higher_is_better else (lambda bleu: 20 - bleu)  # as a loss: lower is better
+    records = {
+        "a": point("small", 1, value(10), higher_is_better, sparsity=0.9),
+        "b": point("base", 1, value(10), higher_is_better, bits=4),  # ties a on both: kept
+        "c": point("big", 1, value(8), higher_is_better, sparsity=0.9),  # as small as a, worse
+        "d": point("small", 2, value(10), higher_is_better, sparsity=0.5),  # as good as a, bigger
+        "e": point("big", 3, value(12), higher_is_better, sparsity=0.5, bits=8),
+        "f": point("base", 3, value(12), higher_is_better, bits=8),  # ties e: kept
+        "f2": point("base", 3, value(12), higher_is_better, bits=8),  # the very same config again: kept
+        "g": point("base", 4, value(11), higher_is_better),  # bigger and worse than e
+        "h": point("big", 5, value(15), higher_is_better),
+        "i": point("small", 6, value(15), higher_is_better),  # as good as h, bigger
+    }
+    frontier = pareto_frontier(list(records.values()))
+    names = {id(r): name for name, r in records.items()}
+    # Smallest first; at equal size by model name, sparsity, bits (f and f2, the same config: as given).
+    assert [names[id(r)] for r in frontier] == ["b", "a", "f", "f2", "e", "h"]
+    assert frontier_by_sweep_line(list(records.values())) == {id(r) for r in frontier}
+    hand = {("a", "c"), ("a", "d"), ("b", "c"), ("e", "g"), ("f", "g"), ("h", "i")}
+    for x, y in hand:
+        assert dominates(records[x], records[y]) and not dominates(records[y], records[x])
+    assert not dominates(records["a"], records["b"]) and not dominates(records["f"], records["f2"])
+
+
+def test_frontier_of_nothing_and_of_one_point():
+    assert pareto_frontier([]) == []
+    only = point("big", 3, 1.0)
+    assert pareto_frontier([only]) == [only]
+
+
 @given(sweeps())
-def test_frontier_is_exactly_the_non_dominated_points(records):
+def test_frontier_is_exactly_the_sweep_lines(records):
     frontier = pareto_frontier(records)
-    on_frontier = [id(r) for r in frontier]
-    for candidate in records:
-        dominated = any(dominates(other, candidate) for other in records)
-        assert (id(candidate) in on_frontier) == (not dominated)
+    assert len({id(r) for r in frontier}) == len(frontier)  # no record twice
+    assert {id(r) for r in frontier} == frontier_by_sweep_line(records)
     assert [r["compressed_mb"] for r in frontier] == sorted(r["compressed_mb"] for r in frontier)
 
 
 @given(sweeps())
-def test_every_point_off_the_frontier_is_beaten_by_a_frontier_point(records):
+def test_every_point_off_the_frontier_is_beaten_by_a_frontier_point_and_none_on_it_is(records):
     frontier = pareto_frontier(records)
     assert frontier
+    on = {id(f) for f in frontier}
     for candidate in records:
-        if not any(candidate is f for f in frontier):
-            assert any(dominates(f, candidate) for f in frontier)
+        assert any(beats(f, candidate) for f in frontier) == (id(candidate) not in on)
+
+
+def assert_best_of(best, candidates):
+    """``best`` ranks first among ``candidates``: the best metric, then the fewest MB, then the fewest parameters."""
+    top = max(quality(r) for r in candidates)
+    assert quality(best) == top
+    top = [r for r in candidates if quality(r) == top]
+    assert best["compressed_mb"] == min(r["compressed_mb"] for r in top)
+    top = [r for r in top if r["compressed_mb"] == best["compressed_mb"]]
+    assert best["params"] == min(r["params"] for r in top)
 
 
 @given(sweeps(), st.integers(0, 13))
@@ -68,21 +141,21 @@ def test_selection_picks_the_best_config_within_the_budget(records, budget):
         assert selection.best is None and "nothing fits" in line
         return
     assert selection.best["compressed_mb"] <= budget
-    assert all(rank(selection.best) <= rank(r) for r in fitting)
+    assert_best_of(selection.best, fitting)
     dense = [r for r in fitting if r["method"] == "dense"]
     if dense:
         assert selection.best_dense["method"] == "dense" and selection.best_dense["compressed_mb"] <= budget
-        assert all(rank(selection.best_dense) <= rank(r) for r in dense)
+        assert_best_of(selection.best_dense, dense)
     else:
         assert selection.best_dense is None and "no uncompressed (dense 32-bit) model fits" in line
 
 
 @given(sweeps())
 def test_the_best_under_a_frontier_points_size_is_on_the_frontier(records):
-    frontier = pareto_frontier(records)
-    for point in frontier:
-        best = select(records, point["compressed_mb"]).best
-        assert any(best is f for f in frontier)
+    on = frontier_by_sweep_line(records)
+    for record in records:
+        if id(record) in on:
+            assert id(select(records, record["compressed_mb"]).best) in on
 
 
 @settings(max_examples=5)

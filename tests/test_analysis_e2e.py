@@ -1,6 +1,6 @@
-"""scripts/analyze.py on logs and sweep results recorded from real fairseq runs (the compression_study fixture)."""
+"""scripts/analyze.py, run as a user runs it, on logs and sweep results recorded from real fairseq runs (the
+compression_study fixture)."""
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,10 +11,6 @@ from clitools import REPO, json_log_records, run
 from fairseq_ext.analysis.tables import number_text
 
 pytestmark = pytest.mark.e2e
-
-_spec = importlib.util.spec_from_file_location("analyze", REPO / "scripts" / "analyze.py")
-analyze = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(analyze)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,6 +26,11 @@ def sweep_records(study):
 
 def logs(study):
     return [str(study.out / "train" / name / "train.log") for name in study.train_output]
+
+
+def analyze(*argv, check=True):
+    """scripts/analyze.py ARGV; the finished process (returncode, stdout, stderr)."""
+    return run(["scripts/analyze.py", *argv], check=check)
 
 
 def assert_png(path):
@@ -48,7 +49,7 @@ def report(compression_study):
 
 
 def test_curves_hold_exactly_the_validations_fairseq_logged(compression_study, tmp_path):
-    assert analyze.main(["convergence", "--logs", *logs(compression_study), "--out", str(tmp_path)]) == 0
+    analyze("convergence", "--logs", *logs(compression_study), "--out", tmp_path)
     points = read_csv(tmp_path / "convergence_points.csv")
     for name, output in compression_study.train_output.items():
         # The console output, read by the tests' own parser: the same records as the --log-file.
@@ -66,8 +67,7 @@ def test_time_to_target_is_the_first_validation_at_or_below_it(compression_study
     valid = {name: json_log_records(output, "valid") for name, output in compression_study.train_output.items()}
     # The best loss of all: reached by the best run, not necessarily by the others.
     target = min(float(v["valid_loss"]) for records in valid.values() for v in records)
-    assert analyze.main(["convergence", "--logs", *logs(compression_study), "--target", str(target),
-                         "--out", str(tmp_path)]) == 0
+    analyze("convergence", "--logs", *logs(compression_study), "--target", str(target), "--out", tmp_path)
     table = {row["model"]: row for row in read_csv(tmp_path / "time_to_target.csv")}
     for name, records in valid.items():
         hit = next((v for v in records if float(v["valid_loss"]) <= target), None)
@@ -75,8 +75,7 @@ def test_time_to_target_is_the_first_validation_at_or_below_it(compression_study
 
 
 def test_frontier_flags_exactly_the_non_dominated_configs(compression_study, tmp_path):
-    assert analyze.main(["frontier", "--sweep", str(compression_study.out / "sweep.jsonl"),
-                         "--out", str(tmp_path)]) == 0
+    analyze("frontier", "--sweep", compression_study.out / "sweep.jsonl", "--out", tmp_path)
     records = sweep_records(compression_study)
     views = {"all": {"dense", "prune", "quant", "prune+quant"}, "pruning": {"dense", "prune"},
              "quantization": {"dense", "quant"}}
@@ -92,36 +91,35 @@ def test_frontier_flags_exactly_the_non_dominated_configs(compression_study, tmp
         assert_png(tmp_path / f"frontier_{view}.png")
 
 
-def test_select_picks_the_best_config_that_fits_each_budget(compression_study, capsys):
+def test_select_picks_the_best_config_that_fits_each_budget(compression_study):
     records = sweep_records(compression_study)
-    sweep = str(compression_study.out / "sweep.jsonl")
+    sweep = compression_study.out / "sweep.jsonl"
     for budget in sorted({r["compressed_mb"] for r in records}):
-        assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(budget)]) == 0
-        line = capsys.readouterr().out.strip()
+        line = analyze("select", "--sweep", sweep, "--max-mb", repr(budget)).stdout.strip()
         fitting = [r for r in records if r["compressed_mb"] <= budget]
         best = min(fitting, key=lambda r: (-r["value"], r["compressed_mb"], r["params"], r["model"]))
         assert line.startswith(f"under {number_text(budget)} MB: best is {best['model']} ("), line
         if not any(r["method"] == "dense" for r in fitting):
             assert "no uncompressed (dense 32-bit) model fits" in line
     smallest = min(r["compressed_mb"] for r in records)
-    assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(smallest / 2)]) == 1
-    assert "nothing fits" in capsys.readouterr().out
+    proc = analyze("select", "--sweep", sweep, "--max-mb", repr(smallest / 2), check=False)
+    assert proc.returncode == 1 and "nothing fits" in proc.stdout
 
 
-def test_a_latency_budget_uses_the_decoding_speed_the_sweep_measured(compression_study, capsys):
+def test_a_latency_budget_uses_the_decoding_speed_the_sweep_measured(compression_study):
     records = sweep_records(compression_study)
-    sweep = str(compression_study.out / "sweep.jsonl")
+    sweep = compression_study.out / "sweep.jsonl"
     assert all(r["latency_ms"] > 0 for r in records)
     max_mb = max(r["compressed_mb"] for r in records)
     for max_ms in sorted({r["latency_ms"] for r in records}):
-        assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(max_ms)]) == 0
-        line = capsys.readouterr().out.strip()
+        line = analyze("select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(max_ms)).stdout.strip()
         fast = [r for r in records if r["latency_ms"] <= max_ms]
         best = min(fast, key=lambda r: (-r["value"], r["compressed_mb"], r["params"], r["model"]))
         assert line.startswith(f"under {number_text(max_mb)} MB and {number_text(max_ms)} ms"), line
         assert f"best is {best['model']} (" in line, line
     fastest = min(r["latency_ms"] for r in records)
-    assert analyze.main(["select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(fastest / 2)]) == 1
+    proc = analyze("select", "--sweep", sweep, "--max-mb", repr(max_mb), "--max-ms", repr(fastest / 2), check=False)
+    assert proc.returncode == 1 and "nothing fits" in proc.stdout
 
 
 def test_report_holds_tables_plots_and_the_budget_answers(report, compression_study):
@@ -137,7 +135,7 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
         assert (report / table).is_file(), table
     # The regime: meta.json's device and words/s where the recipe wrote one, the log's mean wps where not.
     assert "Device: cpu." in text
-    assert "| large |" in text and "meta.json" in text and "train log (mean train_inner wps)" in text
+    assert "| large |" in text and "meta.json" in text and "train log (median train_inner wps)" in text
     budgets = json.loads((report / "budgets.json").read_text())
     largest = max(r["params"] for r in sweep_records(compression_study))
     for row in budgets:
@@ -167,17 +165,14 @@ def test_report_without_matplotlib_writes_the_tables_and_says_how_to_get_plots(c
     (["select", "--max-mb", "5", "--max-ms", "0"], "--max-ms"),
     (["report", "--run", "EMPTY"], "--run"),
 ])
-def test_bad_input_is_one_clear_line_naming_the_option(argv, option, compression_study, tmp_path, capsys):
+def test_bad_input_is_one_clear_line_naming_the_option(argv, option, compression_study, tmp_path):
     sweep = ["--sweep", str(compression_study.out / "sweep.jsonl")] if argv[0] == "select" else []
     if argv[0] == "convergence" and "--logs" not in argv:
         argv = [argv[0], "--logs", *logs(compression_study), *argv[1:]]
     argv = [str(tmp_path) if a == "EMPTY" else str(tmp_path / a) if a == "x" else a for a in argv]
-    try:
-        code = analyze.main([*argv, *sweep])
-    except SystemExit as exit:  # argparse's own check of --max-mb
-        code = exit.code
-    assert code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    proc = analyze(*argv, *sweep, check=False)
+    assert proc.returncode == 2  # argparse's own checks (--max-mb) and the analysis's alike
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and option in errors[0], errors
 
 

@@ -1,11 +1,11 @@
-"""The model-size grids (fairseq_ext/models/*_grid.py) and scripts/arch_table.py, against real fairseq."""
+"""The model-size grids (fairseq_ext/models/*_grid.py), their description (fairseq_ext/models/arch_description.py)
+and scripts/arch_table.py, against real fairseq."""
 import argparse
 import copy
+import csv
 import importlib
-import importlib.util
 import io
 import json
-from contextlib import redirect_stdout
 
 import pytest
 import torch
@@ -18,11 +18,14 @@ import fairseq_ext.models.roberta_grid as roberta_grid
 import fairseq_ext.models.transformer_grid as transformer_grid
 from clitools import REPO, clean_env, json_log_records, run
 from conftest import TRAIN_SETTINGS
+from fairseq_ext.models.arch_description import (
+    COLUMNS,
+    describe,
+    format_table,
+    matching_archs,
+    train_flops_per_token,
+)
 from fairseq_ext.models.grid import GRID_ARCHS, build_for_vocab
-
-_spec = importlib.util.spec_from_file_location("arch_table", REPO / "scripts" / "arch_table.py")
-arch_table = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(arch_table)
 
 ROBERTA = [f"roberta_d{d}_h{h}" for d in [3, 6, 12, 18, 24] for h in [256, 512, 768, 1024, 1536]]
 MT = [f"transformer_wmt_en_fr_d{d}_h{w}" for d in [2, 4, 6, 8, 12]
@@ -96,7 +99,7 @@ def test_forward_and_backward_on_cpu(arch, one_thread):
 
 @pytest.mark.parametrize("arch", ["roberta_d3_h256", "roberta_d6_h512", "transformer_wmt_en_fr_d2_h256"])
 def test_table_counts_are_those_of_real_cpu_models(arch):
-    row = arch_table.describe(arch, vocab_size=1000, seq_len=128)
+    row = describe(arch, vocab_size=1000, seq_len=128)
     model = build_for_vocab(arch, 1000, tokens_per_sample=128)
     assert row["params"] == n_params(model)
     assert row["embedding_params"] + row["non_embedding_params"] == row["params"]
@@ -105,29 +108,86 @@ def test_table_counts_are_those_of_real_cpu_models(arch):
     assert row["embedding_params"] == 1000 * width + positions
 
 
-def test_whole_table_prints_every_grid_arch():
-    rows = {row["arch"]: row for row in json.loads("\n".join(table("--format", "json")))}
+def post_norm_layer(d, attentions):
+    """Parameters of a transformer layer of width d: its attentions (q, k, v, out: d x d + bias), a 4d FFN and a
+    LayerNorm (weight + bias) after each sublayer."""
+    attention = 4 * (d * d + d)
+    ffn = (d * 4 * d + 4 * d) + (4 * d * d + d)
+    return attentions * attention + ffn + (attentions + 1) * 2 * d
+
+
+def test_counts_and_flops_by_hand_for_the_vaswani_big_shape_and_a_roberta():
+    """The table's figures against counts written out layer by layer (not read off the built model)."""
+    d, vocab, n = 1024, 32000, 32
+    row = describe("transformer_wmt_en_fr_d6_h1024", vocab_size=vocab, seq_len=n)
+    # 6 encoder layers (self-attention), 6 decoder layers (self + cross), post-norm: no final LayerNorm;
+    # sinusoidal positions; one d x V matrix for source, target and output embeddings.
+    body = 6 * post_norm_layer(d, 1) + 6 * post_norm_layer(d, 2)
+    assert (row["params"], row["embedding_params"], row["non_embedding_params"]) == (body + vocab * d, vocab * d, body)
+    attention_layers = 6 + 2 * 6
+    flops = 6 * body + 6 * d * vocab + 12 * attention_layers * n * d
+    assert row["train_gflops_per_token"] == round(flops / 1e9, 3)
+    assert train_flops_per_token("transformer_wmt_en_fr_d6_h1024", vocab, 31.6) == round(flops / 1e9, 3) * 1e9
+    assert (row["fp32_mib"], row["fp16_mib"]) == (round(4 * row["params"] / 2**20, 1), round(2 * row["params"] / 2**20, 1))
+
+    d, vocab, n = 256, 1000, 128
+    row = describe("roberta_d3_h256", vocab_size=vocab, seq_len=n)
+    # pre-LN: the same layers, plus the embedding LayerNorm and the final one; learned positions (n + 2);
+    # the LM head: dense d x d + bias, LayerNorm, output bias (V), its projection tied to the token embedding.
+    body = 3 * post_norm_layer(d, 1) + 2 * 2 * d
+    head = d * d + d + 2 * d + vocab
+    embedding = vocab * d + (n + 2) * d
+    assert (row["params"], row["embedding_params"]) == (body + head + embedding, embedding)
+    flops = 6 * body + 6 * 0.15 * (head + vocab * d) + 12 * 3 * n * d  # only the masked 15% go through the head
+    assert row["train_gflops_per_token"] == round(flops / 1e9, 3)
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("roberta_d12_*", [f"roberta_d12_h{h}" for h in [256, 512, 768, 1024, 1536]]),
+    ("roberta_d1*", [f"roberta_d{d}_h{h}" for d in [12, 18] for h in [256, 512, 768, 1024, 1536]]),  # glob first
+    ("_d6_h1024$", ["roberta_d6_h1024", "transformer_wmt_en_fr_d6_h1024"]),  # no glob match: a regex
+    ("h(192|384)$", [f"transformer_wmt_en_fr_d{d}_h{w}" for d in [2, 4, 6, 8, 12] for w in [192, 384]]),
+    ("roberta_d5_*", []),
+    ("(", []),  # neither a glob match nor a valid regex
+    (None, ROBERTA + MT),
+])
+def test_filter_takes_a_glob_on_the_whole_name_or_else_a_regex(pattern, expected):
+    assert matching_archs(pattern) == expected
+
+
+def test_table_formats_hold_the_rows():
+    rows = [describe(arch, vocab_size=1000, seq_len=64) for arch in ["roberta_d3_h256", "transformer_wmt_en_fr_d2_h128"]]
+    assert json.loads(format_table(rows, "json")) == rows
+    as_csv = list(csv.DictReader(io.StringIO(format_table(rows, "csv"))))
+    assert list(as_csv[0]) == COLUMNS
+    assert [{k: str(v) for k, v in row.items()} for row in rows] == as_csv
+    header, rule, *lines = format_table(rows, "md").splitlines()
+    assert header == "| " + " | ".join(COLUMNS) + " |" and rule == "|" + "---|" * len(COLUMNS)
+    cells = [line.strip("| ").split(" | ") for line in lines]
+    assert [c[COLUMNS.index("params")] for c in cells] == [f"{row['params']:,}" for row in rows]  # 1,234,567
+    assert [c[COLUMNS.index("train_gflops_per_token")] for c in cells] == [str(row["train_gflops_per_token"])
+                                                                          for row in rows]
+    with pytest.raises(ValueError, match="unknown table format"):
+        format_table(rows, "html")
+
+
+def test_arch_table_prints_every_grid_arch_with_the_real_models_counts():
+    rows = {row["arch"]: row for row in json.loads(run(["scripts/arch_table.py", "--format", "json"]).stdout)}
     assert list(rows) == ROBERTA + MT
     big = rows["roberta_d24_h1536"]
     assert (big["depth"], big["width"], big["heads"], big["ffn"]) == (24, 1536, 24, 6144)
     assert big["params"] == n_params(build_for_vocab("roberta_d24_h1536", 50265, device="meta"))
     assert big["fp16_mib"] == pytest.approx(big["fp32_mib"] / 2, abs=0.1)
+    assert rows["transformer_wmt_en_fr_d2_h256"] == describe("transformer_wmt_en_fr_d2_h256")  # 32000, 32: defaults
 
 
-def table(*argv):
-    out = io.StringIO()
-    with redirect_stdout(out):
-        arch_table.main(list(argv))
-    return out.getvalue().splitlines()
-
-
-def test_table_filter_takes_a_glob_or_a_regex_and_prints_csv_or_markdown():
-    csv_lines = table("--filter", "roberta_d12_*", "--format", "csv")
-    assert csv_lines[0].split(",") == arch_table.COLUMNS
-    assert [line.split(",")[0] for line in csv_lines[1:]] == [f"roberta_d12_h{h}" for h in [256, 512, 768, 1024, 1536]]
-    assert len(table("--filter", "roberta_d1*", "--format", "csv")) == 1 + 10  # d12 and d18, not every roberta
-    md_lines = table("--filter", "_d6_h1024$")
-    assert [line.split(" | ")[0] for line in md_lines[2:]] == ["| roberta_d6_h1024", "| transformer_wmt_en_fr_d6_h1024"]
+def test_arch_table_filters_and_sizes_from_the_command_line():
+    out = run(["scripts/arch_table.py", "--filter", "_d6_h1024$", "--vocab-size", "1000", "--seq-len", "64"]).stdout
+    assert out == format_table([describe(arch, 1000, 64) for arch in ["roberta_d6_h1024",
+                                                                      "transformer_wmt_en_fr_d6_h1024"]], "md")
+    proc = run(["scripts/arch_table.py", "--filter", "roberta_d5_*"], check=False)
+    assert proc.returncode == 2
+    assert "--filter 'roberta_d5_*' matches none of the 70 grid archs" in proc.stderr.splitlines()[-1]
 
 
 def test_d6_h1024_is_exactly_the_stock_vaswani_en_fr_big():
@@ -217,4 +277,4 @@ def test_grid_arch_trains_on_real_multi30k_with_the_tables_parameter_count(multi
     last = json_log_records(proc.output, "train")[-1]
     assert last["train_num_updates"] == "3" and float(last["train_loss"]) < 15
     vocab = len(Dictionary.load(str(multi30k_2k / "bin" / "dict.en.txt")))
-    assert f"num. shared model params: {arch_table.describe(arch, vocab)['params']:,}" in proc.output
+    assert f"num. shared model params: {describe(arch, vocab)['params']:,}" in proc.output
