@@ -73,6 +73,7 @@ from fairseq_ext.benchmarks import (
     train_settings,
     train_throughput,
 )
+from fairseq_ext.gpu_training import run_fairseq_train
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / "data")) / "multi30k"
@@ -83,69 +84,12 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------------------------------ fused Adam for fairseq
-
-
-def torch_fused_adamw():
-    """A class fairseq's FairseqAdam accepts as its 'fused Adam': torch.optim.AdamW(fused=True).
-
-    FairseqAdam calls ``cls(params, use_fp16_stats=..., lr=, betas=, eps=, weight_decay=)``; fairseq's own Adam
-    decays weights the AdamW way (decoupled), so AdamW is the same update. It steps fp32 master weights, which
-    may be one flat tensor (--fp16) or one per parameter (--bf16).
-    """
-    import torch
-
-    class TorchFusedAdamW(torch.optim.AdamW):
-        supports_memory_efficient_fp16 = False  # fp32 master weights only
-        supports_flat_params = True
-        supports_step_with_scale = False
-
-        def __init__(self, params, use_fp16_stats=False, **config):
-            if use_fp16_stats:
-                raise ValueError("--fp16-adam-stats needs apex's FusedAdamV1; drop it or pass --no-fused-adam")
-            super().__init__(params, fused=True, **config)
-
-    return TorchFusedAdamW
-
-
-def bf16_on_cuda(parse_args_and_arch):
-    """fairseq's option parsing with its ``--bf16 implies --tpu`` lifted (unless --tpu is given).
-
-    fairseq (options.parse_args_and_arch) sets tpu=True whenever bf16 is on, so stock fairseq-train --bf16 on a
-    CUDA GPU dies looking for torch_xla. Its bf16 training itself (bf16 model, fp32 master weights in
-    FP16Optimizer, no loss scaling) does not depend on the TPU: with tpu off it runs on the GPU.
-    """
-
-    def parse(parser, input_args=None, **kwargs):
-        args = parse_args_and_arch(parser, input_args, **kwargs)
-        given = sys.argv[1:] if input_args is None else input_args
-        if getattr(args, "bf16", False) and "--tpu" not in given:
-            args.tpu = False
-        return args
-
-    return parse
-
-
-def fairseq_train_on_gpu(argv, fused_adam):
-    """Run fairseq-train (fairseq_cli.train.cli_main) with bf16 on CUDA and, optionally, torch's fused AdamW."""
-    from fairseq_cli.train import cli_main  # first: it sets up fairseq's log format before fairseq is imported
-    import fairseq.optim.adam
-    import fairseq.options
-
-    fairseq.options.parse_args_and_arch = bf16_on_cuda(fairseq.options.parse_args_and_arch)
-    if fused_adam:
-        fused = torch_fused_adamw()
-        fairseq.optim.adam.get_fused_adam_class = lambda: fused  # looked up by FairseqAdam.__init__ (CUDA only)
-    sys.argv = ["fairseq-train", *argv]
-    cli_main()
-
-
 # ------------------------------------------------------------------------------------------ runs
 
 
 def train_command(kind, arch, data, args):
     """fairseq-train of one run: on the CPU the real fairseq-train (fairseq_ext.benchmarks), on CUDA this script
-    as fairseq-train with bf16 on CUDA and the fused AdamW (the GPU section above)."""
+    as fairseq-train with bf16 on CUDA and the fused AdamW (fairseq_ext.gpu_training)."""
     if args.device == "cpu":
         return cpu_train_command(kind, arch, data, args.max_tokens, args.max_update, args.log_interval)
     _, model = train_model_args(kind, arch)
@@ -347,7 +291,7 @@ def parse_args(argv=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["--as-fairseq-train"], ["--as-fairseq-train-fused-adam"]):
-        return fairseq_train_on_gpu(argv[1:], fused_adam=argv[0].endswith("fused-adam"))
+        return run_fairseq_train(argv[1:], fused_adam=argv[0].endswith("fused-adam"))
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     data = prepare_data(args)

@@ -47,6 +47,7 @@ def test_fraction_and_counts():
             check_fraction(bad)
     assert [kept_count(16, f) for f in (0, 0.25, 0.5, 0.9, 0.99)] == [16, 12, 8, 2, 1]
     assert kept_count(4096, 0.5) == 2048 and kept_count(1, 0.5) == 1
+    assert kept_count(2, 0.25) == 2 and kept_count(6, 0.25) == 5  # 0.5 and 1.5 heads: halves round down
 
 
 def test_zero_norm_heads_pruned_attention_unchanged_and_smaller():

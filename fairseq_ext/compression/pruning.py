@@ -33,10 +33,11 @@ def prunable_weights(model: nn.Module, include_embeddings: bool = False) -> dict
     return linear_and_embedding_weights(model, include_embeddings)
 
 
-def pruned_count(sparsity: float, numel: int) -> int:
-    """How many of numel entries a fraction prunes: the nearest integer, halves rounded up. The one rounding of
-    "a fraction F of n" in this package (weights here, heads and neurons in structured.py)."""
-    return math.floor(sparsity * numel + 0.5)
+def pruned_count(fraction: float, n: int) -> int:
+    """How many of n items (weights here, heads and neurons in structured.py) a fraction prunes, the one rounding of
+    "a fraction F of n" in this package: the nearest integer, halves rounded down, so that a quarter of two heads
+    removes none rather than half of them."""
+    return math.ceil(fraction * n - 0.5)
 
 
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
