@@ -71,7 +71,7 @@ def test_validate_reports_a_loss(multi30k_2k, tiny_mt_checkpoint):
 def test_checkpoint_loads_with_safe_loading_and_no_environment_variable(tiny_mt_checkpoint):
     save_dir, _ = tiny_mt_checkpoint
     script = (
-        "import sys, torch, fairseq_ext\n"
+        "import sys, torch, fairseq_ext.plugin\n"
         "from fairseq import checkpoint_utils\n"
         "state = checkpoint_utils.load_checkpoint_to_cpu(sys.argv[1])\n"
         "print('loaded', state['optimizer_history'][-1]['num_updates'])\n"

@@ -9,10 +9,14 @@ trained; fairseq-validate of such a checkpoint (which keeps the flag in its save
 
 fairseq's criteria take log-probabilities through ``utils.log_softmax(x.float())``, so the loss itself is fp32.
 """
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from fairseq.dataclass import FairseqDataclass
+
+logger = logging.getLogger(__name__)
+AUTOCAST_ON = "--autocast-bf16: forward and loss under torch.autocast(%s, bfloat16), fp32 weights and optimizer state"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class AutocastTaskMixin:
     """Put among the bases of a stock task class, before it; ``cfg`` must include AutocastConfig's field."""
 
     _training = False  # set by build_model: fairseq-train builds with from_checkpoint=False
+    _announced = False
 
     def build_model(self, cfg, from_checkpoint=False):
         # A checkpoint trained with --autocast-bf16 keeps the flag in its saved task config, which fairseq-validate
@@ -63,7 +68,11 @@ class AutocastTaskMixin:
     def _criterion_for(self, model, criterion):
         if not (self._training and getattr(self.cfg, "autocast_bf16", False)):
             return criterion
-        return _UnderAutocast(criterion, autocast_device(model))
+        device_type = autocast_device(model)
+        if not self._announced:
+            logger.info(AUTOCAST_ON, device_type)
+            self._announced = True
+        return _UnderAutocast(criterion, device_type)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         criterion = self._criterion_for(model, criterion)
