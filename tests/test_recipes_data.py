@@ -1,29 +1,15 @@
 """The recipes' data readers, in-process and in milliseconds: GLUE/SST-2 files, WMT SGML, the WMT cleaning rule,
 held-out lines of the monolingual text, the shared sentencepiece and binarize steps of the prepare scripts, and
 the train log measurements that go into meta.json. Also one prepare script's option checks, as a user meets them."""
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from clitools import REPO, run
+from clitools import run
 from fairseq_ext import data_preparation
+from fairseq_ext.analysis.training_run import measure_run
 from fairseq_ext.data_preparation import (PrepareError, binarize, encode_files, encode_pairs, read_glue_tsv,
                                           sgml_segments, split_train_valid, train_sentencepiece)
-
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str((REPO / path).parent))
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def train_budget():
-    return load("recipes/lib/train_budget.py", "train_budget")
 
 
 def test_sst2_without_a_header_keeps_every_row(tmp_path):
@@ -126,7 +112,7 @@ def test_binarize_shows_the_folder_only_once_every_run_succeeded(tmp_path, monke
     assert calls[-1] == ("--only-source", "--destdir", tmp_path / "bin.tmp" / "label", "--workers", 3)
 
 
-def test_meta_measures_the_log(train_budget, tmp_path):
+def test_meta_measures_the_log(tmp_path):
     inner = [{"num_updates": str(u), "wps": wps, "loss": "5"} for u, wps in ((2, "100.0"), (4, "3000.5"), (6, "3100.5"),
                                                                               (8, "2900.5"))]
     lines = ["num. shared model params: 5,665,792 (num. trained: 5,665,792)",
@@ -134,14 +120,14 @@ def test_meta_measures_the_log(train_budget, tmp_path):
              json.dumps({"epoch": 1, "valid_loss": "4.2", "valid_num_updates": "8"}),
              json.dumps({"epoch": 1, "train_wps": "2500", "train_num_updates": "8", "train_wall": "95"})]
     (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
-    meta = train_budget.measure(tmp_path, "transformer_wmt_en_fr_d2_h256", 90, ["--cpu"])
+    meta = measure_run(tmp_path, "transformer_wmt_en_fr_d2_h256", 90, "cpu: 2 cores, fp32")
     # The first interval holds the start-up: the rate is the median of the others.
     assert meta["words_per_s"] == 3000.5 and meta["params"] == 5665792 and meta["updates"] == 8
-    assert meta["valid_loss"] == 4.2 and meta["train_wall_s"] == 95 and meta["device"].startswith("cpu: ")
+    assert meta["valid_loss"] == 4.2 and meta["train_wall_s"] == 95 and meta["device"] == "cpu: 2 cores, fp32"
 
 
-def test_a_model_too_slow_to_log_a_rate_still_gets_one(train_budget, tmp_path):
+def test_a_model_too_slow_to_log_a_rate_still_gets_one(tmp_path):
     epoch = {"epoch": 1, "train_wps": "0", "train_wpb": "3823", "train_num_updates": "1", "train_train_wall": "35",
              "train_wall": "112"}
     (tmp_path / "train.log").write_text(json.dumps(epoch) + "\n")
-    assert train_budget.measure(tmp_path, "arch", 15, ["--cpu"])["words_per_s"] == pytest.approx(3823 / 35)
+    assert measure_run(tmp_path, "arch", 15, "cpu")["words_per_s"] == pytest.approx(3823 / 35)

@@ -1,13 +1,14 @@
 """One trained model as the recipes leave it: OUT/train/<name>/ with train.log and, optionally, meta.json.
 
-meta.json ({"name", "arch", "params", "device", "words_per_s"}) is written by the recipes after training; runs
-without it are still analysed, with what the log alone tells.
+meta.json ({"name", "arch", "params", "device", "words_per_s", ...}, measure_run) is written by the recipes after
+training; runs without it are still analysed, with what the log alone tells.
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import AnalysisError
+from .fairseq_output import json_records, model_params, words_per_s
 from .training_log import TrainingLog, read_training_log
 
 
@@ -58,3 +59,33 @@ def read_meta(path):
     if not isinstance(meta, dict):
         raise AnalysisError(f"{path}: expected a JSON object like {{\"name\", \"arch\", \"params\", ...}}")
     return meta
+
+
+def measure_run(save_dir, arch, budget_s, device):
+    """meta.json's content for the run in save_dir (recipes/lib/train_budget.py writes it), from its train.log:
+    words/s as fairseq_output.words_per_s defines it; ``device`` says what trained it."""
+    text = (Path(save_dir) / "train.log").read_text(errors="replace")
+    records = list(json_records(text.splitlines()))
+    inner = [r for r in records if "num_updates" in r and "wps" in r]
+    epochs = [r for r in records if "train_wps" in r]
+    valid = [r for r in records if "valid_loss" in r]
+    rate = words_per_s(inner)
+    if rate is None and len(epochs) == 1 and float(epochs[0].get("train_train_wall", 0)) > 0:
+        # A model too slow to log a rate (one update in its budget): words per update x updates / seconds spent
+        # in training steps, which fairseq rounds to the second.
+        epoch = epochs[0]
+        rate = float(epoch["train_wpb"]) * int(epoch["train_num_updates"]) / float(epoch["train_train_wall"])
+    updates = max([int(r["num_updates"]) for r in inner] + [int(r["train_num_updates"]) for r in epochs], default=0)
+    return {
+        "name": Path(save_dir).name,
+        "arch": arch,
+        "params": model_params(text),
+        "device": device,
+        "words_per_s": rate,
+        "budget_s": budget_s,
+        "updates": updates,
+        "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
+        "first_valid_loss": float(valid[0]["valid_loss"]) if valid else None,
+        "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
+        **({"valid_accuracy": float(valid[-1]["valid_accuracy"])} if valid and "valid_accuracy" in valid[-1] else {}),
+    }

@@ -105,7 +105,6 @@ check_archs() {
 import logging, sys
 logging.disable(logging.WARNING)  # fairseq's import-time notes would hide the one line that matters
 repo, recipe, prefix, sizes = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-sys.path.insert(0, repo)
 from fairseq_ext.models.grid import GRID_ARCHS
 unknown = [size for size in sizes if prefix + size not in GRID_ARCHS]
 if unknown:

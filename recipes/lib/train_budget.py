@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from fairseq_ext.analysis.fairseq_output import json_records, model_params, words_per_s
+from fairseq_ext.analysis.fairseq_output import json_records
+from fairseq_ext.analysis.training_run import measure_run
 
 PROGRESS_EVERY_S = 10
 
@@ -42,35 +43,6 @@ def describe_device(fairseq_args):
 
     precision = "fp16 mixed precision" if "--fp16" in fairseq_args else "fp32"
     return f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, {precision}"
-
-
-def measure(save_dir, arch, budget_s, fairseq_args):
-    """meta.json's content, from the train log: words/s as fairseq_output.words_per_s defines it."""
-    text = (save_dir / "train.log").read_text(errors="replace")
-    records = list(json_records(text.splitlines()))
-    inner = [r for r in records if "num_updates" in r and "wps" in r]
-    epochs = [r for r in records if "train_wps" in r]
-    valid = [r for r in records if "valid_loss" in r]
-    rate = words_per_s(inner)
-    if rate is None and len(epochs) == 1 and float(epochs[0].get("train_train_wall", 0)) > 0:
-        # A model too slow to log a rate (one update in its budget): words per update x updates / seconds spent
-        # in training steps, which fairseq rounds to the second.
-        epoch = epochs[0]
-        rate = float(epoch["train_wpb"]) * int(epoch["train_num_updates"]) / float(epoch["train_train_wall"])
-    updates = max([int(r["num_updates"]) for r in inner] + [int(r["train_num_updates"]) for r in epochs], default=0)
-    return {
-        "name": save_dir.name,
-        "arch": arch,
-        "params": model_params(text),
-        "device": describe_device(fairseq_args),
-        "words_per_s": rate,
-        "budget_s": budget_s,
-        "updates": updates,
-        "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
-        "first_valid_loss": float(valid[0]["valid_loss"]) if valid else None,
-        "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
-        **({"valid_accuracy": float(valid[-1]["valid_accuracy"])} if valid and "valid_accuracy" in valid[-1] else {}),
-    }
 
 
 def run_fairseq(cmd, save_dir, label, budget_s, models_after):
@@ -133,7 +105,7 @@ def main(argv=None):
         print(f"train_budget.py: error: fairseq-train failed for {name} (exit {returncode}); "
               f"its output: {save_dir / 'stdout.log'}", file=sys.stderr)
         return 1
-    meta = measure(save_dir, args.arch, args.budget_s, fairseq_args)
+    meta = measure_run(save_dir, args.arch, args.budget_s, describe_device(fairseq_args))
     (save_dir / "meta.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(save_dir / "meta.json.tmp", save_dir / "meta.json")
     rate = f"{meta['words_per_s']:,.0f} words/s" if meta["words_per_s"] else "no words/s logged"
