@@ -120,7 +120,7 @@ def main() -> int:
     report, masks = compress(model, spec)
     seconds = time.perf_counter() - start
     extra_mb = (proc_status_kb("VmHWM") - rss_before_kb) * 1024 / 1e6
-    print(report.summary())
+    print(report.totals_line())
 
     with tempfile.TemporaryDirectory() as folder:
         path = args.out or os.path.join(folder, "vaswani_big.fxc")

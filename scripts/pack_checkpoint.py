@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from fairseq_ext.checkpoint_loading import config_to_json
 from fairseq_ext.compression import save_compressed
-from fairseq_ext.tasks.compression import compression_spec, summary
+from fairseq_ext.tasks.compression import compressed_line_figures, compression_spec
 from fairseq_ext.tasks.compression_config import (
     COMPRESSION_FIELDS,
     CompressionConfig,
@@ -59,7 +59,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = save_compressed(args.out, model, spec, metadata=metadata)
     print(report.table())
-    print(f"compressed {json.dumps(summary(report, model))}")
+    print(f"compressed {json.dumps(compressed_line_figures(report, model))}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.3f} MB on disk)")
 
 

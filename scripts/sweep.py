@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.fairseq_output import (
-    compressed_summary, generation_speed, sacrebleu_score, validation_metric,
+    compressed_figures, generation_speed, sacrebleu_score, validation_metric,
 )
 from fairseq_ext.analysis.sweep_results import (
     FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, config_key, level_label, load_records, record_method,
@@ -175,7 +175,7 @@ def evaluate(args, task, tool, extra, entry):
             raise AnalysisError(f"{task.tool} exited {proc.returncode}")
         value = (sacrebleu_score(output) if args.task == "translation"
                  else validation_metric(output, args.subset, task.metric))
-        summary = compressed_summary(output)
+        summary = compressed_figures(output)
         if summary is None:
             raise AnalysisError(f"{task.tool} printed no 'compressed {{json}}' line (--task compressed_{args.task})")
         speed = {}

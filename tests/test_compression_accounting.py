@@ -117,7 +117,7 @@ def test_tied_tensors_count_once_and_compress_reports_what_account_predicted():
     assert list(masks) == ["fc1.weight", "output_projection.weight"]
     assert report == predicted
     assert report.sparsity == pytest.approx(round(0.6 * 136) / 136)
-    line = report.summary()
+    line = report.totals_line()
     assert line.startswith("sparsity 0.603 bits 4 compressed 0.00 MB (fp32 0.0 MB, ") and line.endswith("x)")
     table = report.table()
     assert "embed_tokens.weight" in table and "tied_projection" not in table and table.endswith(line)

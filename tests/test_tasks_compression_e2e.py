@@ -1,6 +1,5 @@
 """Compression inside the real fairseq CLIs on real Multi30k: generate, validate, train (gradual pruning + QAT,
 SIGKILL and resume), packed files, and start-up checks."""
-import json
 import os
 import re
 import signal
@@ -12,12 +11,12 @@ import torch
 from clitools import BIN, REPO, bleu, clean_env, json_log_records, run
 from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
 import fairseq_ext.plugin  # noqa: F401  (in-process torch.load allows exactly what fairseq checkpoints hold)
+from fairseq_ext.analysis.fairseq_output import all_compressed_figures
 from fairseq_ext.compression import sparsity_at
 from fairseq_ext.compression.pruning import pruned_count
 
 pytestmark = pytest.mark.e2e
 
-COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$", re.M)
 # A fifth of the test set keeps each decode to seconds: fairseq-generate shards its batches by the distributed
 # world size and rank (no process group is started), so "5, rank 0" decodes every 5th batch of 40 sentences.
 DECODE = ["--gen-subset", "test", "--beam", "2", "--batch-size", "40", "--distributed-world-size", "5",
@@ -31,9 +30,9 @@ GRADUAL_QAT = ["--prune-sparsity", "0.5", "--prune-schedule", "gradual", "--prun
 
 
 def compressed_summary(output):
-    lines = COMPRESSED_LINE.findall(output)
+    lines = all_compressed_figures(output)
     assert len(lines) == 1, f"expected one 'compressed {{json}}' line, got {len(lines)}:\n{output[-3000:]}"
-    return json.loads(lines[0])
+    return lines[0]
 
 
 def hypotheses(output):

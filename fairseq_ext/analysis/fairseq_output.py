@@ -107,15 +107,17 @@ def validation_metric(output, subset, metric):
     raise AnalysisError(f"no '| {subset} | {{...}}' record in the fairseq-validate output (--log-format json?)")
 
 
-def compressed_summary(output):
-    """The last `compressed {json}` record of the output, or None when the tool printed none."""
-    found = None
-    for line in output.splitlines():
-        match = COMPRESSED_LINE.search(line)
-        if match:
-            found = json.loads(match.group(1))
-    if found is not None:
-        missing = [key for key in COMPRESSED_KEYS if key not in found]
+def all_compressed_figures(output):
+    """Every `compressed {json}` record of the output, in order, each checked for the keys the sweep reads."""
+    found = [json.loads(match.group(1)) for match in map(COMPRESSED_LINE.search, output.splitlines()) if match]
+    for figures in found:
+        missing = [key for key in COMPRESSED_KEYS if key not in figures]
         if missing:
-            raise AnalysisError(f"the 'compressed' line lacks {', '.join(missing)}: {found}")
+            raise AnalysisError(f"the 'compressed' line lacks {', '.join(missing)}: {figures}")
     return found
+
+
+def compressed_figures(output):
+    """The last `compressed {json}` record of the output, or None when the tool printed none."""
+    found = all_compressed_figures(output)
+    return found[-1] if found else None

@@ -59,7 +59,7 @@ class CompressionReport:
     bits: int
     aliases: dict[str, str] = field(default_factory=dict)
 
-    def summary(self) -> str:
+    def totals_line(self) -> str:
         return (
             f"sparsity {self.sparsity:.3f} bits {self.bits} compressed {self.total_bytes / 1e6:.2f} MB "
             f"(fp32 {self.fp32_bytes / 1e6:.1f} MB, {self.ratio:.1f}x)"
@@ -79,7 +79,7 @@ class CompressionReport:
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in [header, *rows]]
-        return "\n".join(lines + [self.summary()])
+        return "\n".join(lines + [self.totals_line()])
 
 
 def measure(item: TensorPlan, values: torch.Tensor, spec: CompressionSpec, stored: np.ndarray | None) -> tuple[TensorBytes, np.ndarray | None]:

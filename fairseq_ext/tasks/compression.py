@@ -69,7 +69,7 @@ def pruning_schedule(cfg):
     )
 
 
-def summary(report, model):
+def compressed_line_figures(report, model):
     """The figures of the one ``compressed {json}`` log line that sweep scripts grep for."""
     return {
         "sparsity": round(report.sparsity, 4),
@@ -109,7 +109,7 @@ class CompressionTaskMixin:
         spec = compression_spec(self.cfg)
         report = compress(model, spec)[0] if spec.enabled else account(model, spec)
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
-        figures = summary(report, model)
+        figures = compressed_line_figures(report, model)
         figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model))  # after, in place
         logger.info("compressed %s", json.dumps(figures))
 
