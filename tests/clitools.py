@@ -35,6 +35,15 @@ def run(cmd, *, check=True, cwd=REPO, env=None, timeout=600):
     return proc
 
 
+def compressed_summary(output):
+    """The figures of the one `compressed {json}` line a compressed task logs (exactly one, or the test fails)."""
+    from fairseq_ext.analysis.fairseq_output import all_compressed_figures
+
+    lines = all_compressed_figures(output)
+    assert len(lines) == 1, f"expected one 'compressed {{json}}' line, got {len(lines)}:\n{output[-3000:]}"
+    return lines[0]
+
+
 def bleu(output):
     """The corpus BLEU that fairseq-generate --scoring sacrebleu prints."""
     match = re.search(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)", output)

@@ -8,10 +8,9 @@ import subprocess
 import pytest
 import torch
 
-from clitools import BIN, REPO, bleu, clean_env, json_log_records, run
+from clitools import BIN, REPO, bleu, clean_env, compressed_summary, json_log_records, run
 from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
 import fairseq_ext.plugin  # noqa: F401  (in-process torch.load allows exactly what fairseq checkpoints hold)
-from fairseq_ext.analysis.fairseq_output import all_compressed_figures
 from fairseq_ext.compression import sparsity_at
 from fairseq_ext.compression.pruning import pruned_count
 
@@ -27,12 +26,6 @@ DECODE = ["--gen-subset", "test", "--beam", "2", "--batch-size", "40", "--distri
 SCHEDULE = dict(schedule="gradual", target=0.5, start=0, end=9, every=3)
 GRADUAL_QAT = ["--prune-sparsity", "0.5", "--prune-schedule", "gradual", "--prune-end-update", "9",
                "--prune-every", "3", "--quant-bits", "4", "--quant-aware"]
-
-
-def compressed_summary(output):
-    lines = all_compressed_figures(output)
-    assert len(lines) == 1, f"expected one 'compressed {{json}}' line, got {len(lines)}:\n{output[-3000:]}"
-    return lines[0]
 
 
 def hypotheses(output):

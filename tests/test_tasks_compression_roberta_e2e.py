@@ -6,9 +6,8 @@ import re
 
 import pytest
 
-from clitools import json_log_records, run
+from clitools import compressed_summary, json_log_records, run
 from conftest import CLEAN_EXIT
-from fairseq_ext.analysis.fairseq_output import all_compressed_figures
 
 pytestmark = pytest.mark.e2e
 
@@ -30,12 +29,6 @@ def valid_figures(output):
     lines = [line for line in output.splitlines() if "valid on 'valid' subset" in line]
     assert lines, output[-3000:]
     return {k: float(v) for k, v in re.findall(r"\| (\w+) ([\d.]+)", lines[-1])}
-
-
-def compressed_summary(output):
-    lines = all_compressed_figures(output)
-    assert len(lines) == 1, output[-3000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="session")
