@@ -105,7 +105,9 @@ def train_throughput(records):
 
 # ---------------------------------------------------------------------------------------------- fairseq-generate
 
-FAIRSEQ_VARIANTS = ("fp32", "int8", "pruned", "pruned_int8")
+# fp32 is stock fairseq (the translation task and its SequenceGenerator); every other variant runs the plugin's
+# compressed_translation, which decodes with the lean decoder unless the variant ends in _stock.
+FAIRSEQ_VARIANTS = ("fp32", "lean", "int8", "int8_stock", "pruned", "pruned_int8")
 CT2_VARIANTS = ("ct2_fp32", "ct2_int8")
 
 
@@ -114,7 +116,9 @@ def generate_command(variant, data, checkpoint, *, beam, batch_size, length, pru
     (--min-len = --max-len-b, --max-len-a 0), so the work per sentence is the same for every variant."""
     flags = {
         "fp32": ["--task", "translation"],
+        "lean": ["--task", "compressed_translation"],
         "int8": ["--task", "compressed_translation", "--int8-kernels"],
+        "int8_stock": ["--task", "compressed_translation", "--int8-kernels", "--stock-generator"],
         "pruned": ["--task", "compressed_translation", "--prune-heads", prune_heads, "--prune-ffn", prune_ffn],
         "pruned_int8": ["--task", "compressed_translation", "--prune-heads", prune_heads,
                         "--prune-ffn", prune_ffn, "--int8-kernels"],

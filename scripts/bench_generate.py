@@ -19,9 +19,11 @@ shape with shared embeddings; with the default --vocab 40000 it holds 217M param
 
 Variants (--variants, comma-separated):
 
-    fp32         stock fairseq: --task translation, float32
-    int8         --task compressed_translation --int8-kernels        (real int8 Linear kernels)
-    pruned       --task compressed_translation --prune-heads H --prune-ffn F   (smaller matrices, fp32)
+    fp32         stock fairseq: --task translation, float32, fairseq's SequenceGenerator
+    lean         --task compressed_translation: float32, the plugin's lean beam-aware decoder
+    int8         --task compressed_translation --int8-kernels        (real int8 Linear kernels, lean decoder)
+    int8_stock   the same with --stock-generator (fairseq's SequenceGenerator)
+    pruned       --task compressed_translation --prune-heads H --prune-ffn F   (smaller matrices, fp32, lean)
     pruned_int8  both
     ct2_fp32, ct2_int8   CTranslate2 on the same checkpoint (ct2-fairseq-converter, --quantization int8), only
                  when the ``ctranslate2`` package can be imported (it is NOT a dependency of this repo:

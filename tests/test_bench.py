@@ -12,6 +12,7 @@ import torch
 from clitools import REPO, clean_env, run
 from fairseq_ext.benchmarks import (
     FAIRSEQ_TRAIN,
+    FAIRSEQ_VARIANTS,
     PAIRS,
     cpu_train_command,
     generate_command,
@@ -145,9 +146,11 @@ GENERATE = dict(beam=4, batch_size=32, length=30, prune_heads="0.5", prune_ffn="
 
 def test_generate_variants_decode_a_fixed_length_and_differ_by_their_flags_alone():
     commands = {v: [str(c) for c in generate_command(v, "DATA", "CKPT", **GENERATE)]
-                for v in ("fp32", "int8", "pruned", "pruned_int8")}
+                for v in FAIRSEQ_VARIANTS}
     flags = {"fp32": ["--task", "translation"],
+             "lean": ["--task", "compressed_translation"],
              "int8": ["--task", "compressed_translation", "--int8-kernels"],
+             "int8_stock": ["--task", "compressed_translation", "--int8-kernels", "--stock-generator"],
              "pruned": ["--task", "compressed_translation", "--prune-heads", "0.5", "--prune-ffn", "0.25"],
              "pruned_int8": ["--task", "compressed_translation", "--prune-heads", "0.5", "--prune-ffn", "0.25",
                              "--int8-kernels"]}

@@ -4,7 +4,7 @@ the batch) stays fairseq's own, so the hypotheses and scores are the stock ones.
 """
 import torch
 from fairseq.search import BeamSearch
-from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator, SequenceGeneratorWithAlignment
 
 from .lean_decoder import DecoderCache, LeanDecoder, unsupported
 
@@ -55,8 +55,10 @@ class LeanBeamSearch(BeamSearch):
 
 def why_not_lean(generator, models):
     """Why the lean decoder cannot run ``generator``'s decoding, or None when it can."""
+    if isinstance(generator, SequenceGeneratorWithAlignment):
+        return "--print-alignment (fairseq's SequenceGeneratorWithAlignment)"
     if type(generator) is not SequenceGenerator:
-        return f"{type(generator).__name__} (e.g. --print-alignment) is not fairseq's plain SequenceGenerator"
+        return f"{type(generator).__name__}, a generator other than fairseq's SequenceGenerator"
     if len(models) != 1:
         return f"an ensemble of {len(models)} models"
     model = models[0]
