@@ -9,7 +9,8 @@ cost time and change nothing:
   and the beams of a sentence attend to them together; they are never reordered, except when sentences leave
   the batch. (fairseq's ``MultiheadAttention`` has this path, but only BART switches it on.)
 - The self-attention keys and values live in preallocated buffers that grow by doubling: no ``torch.cat`` per
-  step. A reorder gathers the filled part into a second buffer (one pass instead of fairseq's cat + gather).
+  step. A reorder copies only the rows of beams that did not continue themselves, in place, or, when those are
+  more than half, gathers the filled part into a second buffer (one pass instead of fairseq's cat + gather).
 - The first step runs once per sentence: all beams of a sentence start from the same token, so the beams' rows
   are copies of the sentence's row.
 - The log-probabilities skip fairseq's in-place division by a temperature of 1.
@@ -83,18 +84,24 @@ class LayerCache:
         self.keys[:, :, position] = key
         self.values[:, :, position] = value
 
-    def reorder(self, length, rows, sentences):
-        """Keep the self-attention rows ``rows`` (their first ``length`` positions) and, when given, the sentences
-        ``sentences`` of the cross-attention."""
-        if rows.numel() != self.keys.size(0):  # sentences left the batch: new, smaller buffers
-            self.spare_keys = self.keys.new_empty((rows.numel(),) + self.keys.shape[1:])
-            self.spare_values = self.values.new_empty((rows.numel(),) + self.values.shape[1:])
-        torch.index_select(self.keys[:, :, :length], 0, rows, out=self.spare_keys[:, :, :length])
-        torch.index_select(self.values[:, :, :length], 0, rows, out=self.spare_values[:, :, :length])
-        self.keys, self.spare_keys = self.spare_keys, self.keys
-        self.values, self.spare_values = self.spare_values, self.values
-        if rows.numel() != self.spare_keys.size(0):
-            self.spare_keys, self.spare_values = torch.empty_like(self.keys), torch.empty_like(self.values)
+    def reorder(self, length, rows, moved, sentences):
+        """Keep the self-attention rows ``rows`` (their first ``length`` positions; ``moved`` lists the indices i
+        where rows[i] != i, or is None when sentences left the batch) and, when given, the cross-attention's
+        ``sentences``."""
+        if moved is not None and 2 * moved.numel() <= rows.numel():
+            # Most beams continue themselves: copy the others' rows in place (gathered first, then written).
+            if moved.numel() > 0:
+                sources = rows[moved]
+                self.keys[moved, :, :length] = self.keys[sources, :, :length]
+                self.values[moved, :, :length] = self.values[sources, :, :length]
+        else:
+            if rows.numel() != self.spare_keys.size(0):  # sentences left the batch: smaller buffers
+                self.spare_keys = self.keys.new_empty((rows.numel(),) + self.keys.shape[1:])
+                self.spare_values = self.values.new_empty((rows.numel(),) + self.values.shape[1:])
+            torch.index_select(self.keys[:, :, :length], 0, rows, out=self.spare_keys[:, :, :length])
+            torch.index_select(self.values[:, :, :length], 0, rows, out=self.spare_values[:, :, :length])
+            self.keys, self.spare_keys = self.spare_keys, self.keys
+            self.values, self.spare_values = self.spare_values, self.values
         if sentences is not None:
             self.cross_keys = self.cross_keys.index_select(0, sentences)
             self.cross_values = self.cross_values.index_select(0, sentences)
@@ -119,8 +126,11 @@ class DecoderCache:
             sentences = None
         elif self.padding_mask is not None:
             self.padding_mask = self.padding_mask.index_select(0, sentences)
+        moved = None
+        if new_order.numel() == self.layers[0].keys.size(0):
+            moved = (new_order != torch.arange(new_order.numel(), device=new_order.device)).nonzero().squeeze(1)
         for layer in self.layers:
-            layer.reorder(self.length, new_order, sentences)
+            layer.reorder(self.length, new_order, moved, sentences)
 
 
 class LeanDecoder:

@@ -34,19 +34,41 @@ class LeanEnsembleModel(EnsembleModel):
         return self.lean_decoder.step(tokens, encoder_outs[0], state[CACHE_KEY], state, temperature)
 
 
+def top_by_chunks(x, k, chunk=64):
+    """``torch.topk(x, k, dim=1)`` of a 2-D ``x`` in about a fifth of the time for a large second dimension: the k
+    largest values lie in the k chunks with the largest maxima, so only those chunks are searched. Same values and
+    positions (up to the order of equal values, which topk does not define either)."""
+    rows, width = x.shape
+    if width < 8 * k * chunk:
+        return torch.topk(x, k, dim=1)
+    full = width - width % chunk
+    maxima = x[:, :full].view(rows, -1, chunk).amax(dim=2)
+    if full < width:
+        maxima = torch.cat([maxima, x[:, full:].amax(dim=1, keepdim=True)], dim=1)
+    chunks = torch.topk(maxima, k, dim=1).indices
+    columns = (chunks.unsqueeze(2) * chunk + torch.arange(chunk, device=x.device)).view(rows, -1)
+    outside = columns >= width  # the short last chunk
+    values = x.gather(1, columns.clamp(max=width - 1)).masked_fill_(outside, float("-inf"))
+    best, where = torch.topk(values, k, dim=1)
+    return best, columns.gather(1, where)
+
+
 class LeanBeamSearch(BeamSearch):
     """fairseq's BeamSearch step without adding the beams' scores to the whole (beams x vocabulary) table: each
     beam's best 2 x beam tokens are the only ones that can be among the sentence's best 2 x beam, so the scores are
-    added to those only. The candidates' values are the same sums as stock (same operands, same order)."""
+    added to those only, and each beam's best are found chunk by chunk (top_by_chunks). The candidates' values are
+    the same sums as stock (same operands, same order)."""
 
     def step(self, step, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None, candidate_multiple=2):
-        if step == 0:
-            return super().step(step, lprobs, scores, prev_output_tokens, original_batch_idxs, candidate_multiple)
         sentences, beam_size, vocab_size = lprobs.size()
+        if step == 0:  # all beams are the same hypothesis: the first beam's tokens only, as stock
+            count = min(candidate_multiple * beam_size, vocab_size - 1)
+            best_scores, tokens = top_by_chunks(lprobs[:, 0, :], count)
+            return best_scores, tokens, torch.zeros_like(tokens)
         count = min(candidate_multiple * beam_size, beam_size * vocab_size - 1)  # stock's count
         per_beam = min(count, vocab_size)
-        beam_scores, beam_tokens = torch.topk(lprobs, k=per_beam, dim=2)
-        totals = beam_scores + scores[:, :, step - 1].unsqueeze(-1)
+        beam_scores, beam_tokens = top_by_chunks(lprobs.reshape(sentences * beam_size, vocab_size), per_beam)
+        totals = beam_scores.view(sentences, beam_size, per_beam) + scores[:, :, step - 1].unsqueeze(-1)
         best_scores, best = torch.topk(totals.view(sentences, -1), k=count)
         beams = torch.div(best, per_beam, rounding_mode="trunc")
         tokens = torch.gather(beam_tokens.view(sentences, -1), 1, best)
