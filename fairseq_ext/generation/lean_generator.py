@@ -1,23 +1,58 @@
-"""fairseq's SequenceGenerator with the lean decoder and a lean beam-search step in place of its model wrapper and
-its search: the generation loop (lengths, --lenpen, --unkpen, --nbest, --prefix-size, finished sentences leaving
-the batch) stays fairseq's own, so the hypotheses and scores are the stock ones.
+"""fairseq's SequenceGenerator with the lean decoder, a compact candidate table and a lean beam-search step in place
+of its model wrapper and its search: the generation loop (lengths, --lenpen, --unkpen, --nbest, --prefix-size,
+finished sentences leaving the batch) stays fairseq's own, so the hypotheses and scores are the stock ones.
+
+The compact table. fairseq's loop passes over the whole (batch x beam, vocabulary) table of log-probabilities at
+every step (a NaN mask, then the search), but beam search only ever keeps each beam's best 2 x beam tokens, and the
+loop edits no column but pad, eos and unk (and, at the length limit, all but eos). So for plain beam search the
+loop is handed a narrow table instead: the pad, eos and unk columns at their own indices, holding their own
+log-probabilities, and in the other columns each row's best other tokens, whose ids the search maps back. Same
+values, same candidates. With --prefix-size, an LM (--lm-path), --no-repeat-ngram-size or suppressed tokens,
+which index the table by token id, the loop gets the full table.
 """
 import torch
 from fairseq.search import BeamSearch
-from fairseq.sequence_generator import EnsembleModel, SequenceGenerator, SequenceGeneratorWithAlignment
+from fairseq.sequence_generator import EnsembleModel, SequenceGenerator
 
 from .lean_decoder import DecoderCache, LeanDecoder, unsupported
 
 CACHE_KEY = "fairseq_ext_lean_decoder"
 
 
+class CandidateTable:
+    """Builds the compact table of one step (see the module's docstring) and remembers its columns' token ids."""
+
+    def __init__(self, dictionary, beam_size):
+        special = sorted({dictionary.pad(), dictionary.eos(), dictionary.unk()})
+        self.width = special[-1] + 1 + 2 * beam_size
+        self.special = torch.tensor(special)
+        self.others = torch.tensor([c for c in range(self.width) if c not in special])
+        self.active = False  # per generate() call: no prefix tokens
+        self.tokens = None  # (rows, width): the token id of every column of the current step's table
+
+    def compact(self, lprobs):
+        if self.special.device != lprobs.device:
+            self.special, self.others = self.special.to(lprobs.device), self.others.to(lprobs.device)
+        special_values = lprobs[:, self.special]
+        lprobs[:, self.special] = float("-inf")  # our own tensor: the specials have their own columns
+        values, tokens = top_by_chunks(lprobs, self.others.numel())
+        table = lprobs.new_empty((lprobs.size(0), self.width))
+        table[:, self.others] = values
+        table[:, self.special] = special_values
+        self.tokens = tokens.new_empty((lprobs.size(0), self.width))
+        self.tokens[:, self.others] = tokens
+        self.tokens[:, self.special] = self.special
+        return table
+
+
 class LeanEnsembleModel(EnsembleModel):
     """fairseq's ensemble interface over one encoder-decoder model, decoding with :class:`LeanDecoder`."""
 
-    def __init__(self, models, beam_size):
+    def __init__(self, models, beam_size, candidates=None):
         super().__init__(models)
         self.beam_size = beam_size
         self.lean_decoder = LeanDecoder(models[0].decoder)
+        self.candidates = candidates
 
     def reorder_encoder_out(self, encoder_outs, new_order):
         # The decoder reads the encoder output at the first step only, one row per sentence; after that its
@@ -31,7 +66,10 @@ class LeanEnsembleModel(EnsembleModel):
         state = incremental_states[0]  # a fresh dict for every batch the generator decodes
         if CACHE_KEY not in state:
             state[CACHE_KEY] = DecoderCache(self.beam_size)
-        return self.lean_decoder.step(tokens, encoder_outs[0], state[CACHE_KEY], state, temperature)
+        lprobs, attention = self.lean_decoder.step(tokens, encoder_outs[0], state[CACHE_KEY], state, temperature)
+        if self.candidates is not None and self.candidates.active:
+            lprobs = self.candidates.compact(lprobs)
+        return lprobs, attention
 
 
 def top_by_chunks(x, k, chunk=64):
@@ -54,13 +92,23 @@ def top_by_chunks(x, k, chunk=64):
 
 
 class LeanBeamSearch(BeamSearch):
-    """fairseq's BeamSearch step without adding the beams' scores to the whole (beams x vocabulary) table: each
-    beam's best 2 x beam tokens are the only ones that can be among the sentence's best 2 x beam, so the scores are
-    added to those only, and each beam's best are found chunk by chunk (top_by_chunks). The candidates' values are
-    the same sums as stock (same operands, same order)."""
+    """fairseq's BeamSearch step. On a compact table (``candidates.active``) it is the stock step over the table's
+    columns, mapped back to token ids. On the full table it does not add the beams' scores to the whole (beams x
+    vocabulary) table: each beam's best 2 x beam tokens are the only ones that can be among the sentence's best
+    2 x beam, so the scores are added to those only, and each beam's best are found chunk by chunk (top_by_chunks).
+    Either way the candidates' values are the same sums as stock (same operands, same order)."""
+
+    def __init__(self, tgt_dict, candidates=None):
+        super().__init__(tgt_dict)
+        self.candidates = candidates
 
     def step(self, step, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None, candidate_multiple=2):
         sentences, beam_size, vocab_size = lprobs.size()
+        if self.candidates is not None and self.candidates.active:
+            best_scores, columns, beams = super().step(step, lprobs, scores, prev_output_tokens, original_batch_idxs,
+                                                       candidate_multiple)
+            tokens = self.candidates.tokens.view(sentences, beam_size * vocab_size).gather(1, beams * vocab_size + columns)
+            return best_scores, tokens, beams
         if step == 0:  # all beams are the same hypothesis: the first beam's tokens only, as stock
             count = min(candidate_multiple * beam_size, vocab_size - 1)
             best_scores, tokens = top_by_chunks(lprobs[:, 0, :], count)
@@ -75,27 +123,43 @@ class LeanBeamSearch(BeamSearch):
         return best_scores, tokens, beams
 
 
-def why_not_lean(generator, models):
-    """Why the lean decoder cannot run ``generator``'s decoding, or None when it can."""
-    if isinstance(generator, SequenceGeneratorWithAlignment):
-        return "--print-alignment (fairseq's SequenceGeneratorWithAlignment)"
-    if type(generator) is not SequenceGenerator:
-        return f"{type(generator).__name__}, a generator other than fairseq's SequenceGenerator"
+class LeanSequenceGenerator(SequenceGenerator):
+    """fairseq's SequenceGenerator, decoding with the lean decoder when the model allows it (``lean_unsupported``
+    says why not, and then it is the stock generator)."""
+
+    def __init__(self, models, tgt_dict, **kwargs):
+        super().__init__(models, tgt_dict, **kwargs)
+        self.candidates = None
+        models = list(self.model.models)
+        self.lean_unsupported = why_not_lean(models)
+        if self.lean_unsupported is not None:
+            return
+        plain_beam_search = (type(self.search) is BeamSearch and self.lm_model is None
+                             and self.repeat_ngram_blocker is None and self.token_indices_to_suppress is None)
+        if plain_beam_search:
+            table = CandidateTable(tgt_dict, self.beam_size)
+            if 2 * table.width <= self.vocab_size:
+                self.candidates = table
+        self.model = LeanEnsembleModel(models, self.beam_size, self.candidates).eval()
+        if type(self.search) is BeamSearch:
+            self.search = LeanBeamSearch(tgt_dict, self.candidates)
+
+    def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
+        if self.candidates is None or prefix_tokens is not None:  # the prefix is read by token id: full table
+            return super()._generate(sample, prefix_tokens, constraints, bos_token)
+        vocab_size = self.vocab_size
+        self.candidates.active, self.vocab_size = True, self.candidates.width  # the loop views the table by it
+        try:
+            return super()._generate(sample, prefix_tokens, constraints, bos_token)
+        finally:
+            self.candidates.active, self.vocab_size = False, vocab_size
+
+
+def why_not_lean(models):
+    """Why the lean decoder cannot decode for ``models``, or None when it can."""
     if len(models) != 1:
         return f"an ensemble of {len(models)} models"
     model = models[0]
-    if not hasattr(model, "encoder") or not generator.model.has_incremental_states():
-        return f"{type(model).__name__} is not an encoder-decoder with incremental decoding"
+    if not hasattr(model, "encoder") or not hasattr(model, "decoder"):
+        return f"{type(model).__name__}, not an encoder-decoder"
     return unsupported(model.decoder)
-
-
-def make_lean(generator, models):
-    """Put the lean decoder (and, for beam search, the lean beam step) into a stock ``generator``, in place.
-    Returns None when done, or the reason it was not (the generator is then left as it was)."""
-    reason = why_not_lean(generator, models)
-    if reason is not None:
-        return reason
-    generator.model = LeanEnsembleModel(models, generator.beam_size).eval()
-    if type(generator.search) is BeamSearch:
-        generator.search = LeanBeamSearch(generator.tgt_dict)
-    return None
