@@ -28,7 +28,7 @@ TRAIN_SETTINGS = [
 # they must run on one worker, or each worker would build the fixture again.
 SHARED_FIXTURE_GROUPS = {"test_analysis_e2e.py": "compression_study", "test_sweep_e2e.py": "compression_study"}
 # Files whose tests share nothing costly: each test may go to any worker.
-INDEPENDENT_TESTS = {"test_recipes.py"}
+INDEPENDENT_TESTS = {"test_recipes.py", "test_lean_generation_e2e.py"}
 # The groups that take minutes, longest first (about 170, 150, 125, 90 and 50 s on 2 cores): they start before the
 # other CLI runs, so that the two workers finish together.
 LONGEST_GROUPS = ["test_tasks_compression_e2e.py", "compression_study", "test_roberta_tiny", "test_multi30k_tiny",
