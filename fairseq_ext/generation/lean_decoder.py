@@ -43,7 +43,8 @@ def unsupported(decoder):
             return f"decoder layer {index} is {type(layer).__name__} with its own forward"
         if layer.encoder_attn is None:
             return f"decoder layer {index} has no encoder attention"
-        extras = [name for name in ("c_attn", "attn_ln", "ffn_layernorm", "w_resid") if getattr(layer, name) is not None]
+        extras = [name for name in ("c_attn", "attn_ln", "ffn_layernorm", "w_resid")
+                  if getattr(layer, name) is not None]
         if extras:
             return f"decoder layer {index} uses {', '.join(extras)}"
         for attention in (layer.self_attn, layer.encoder_attn):
@@ -262,7 +263,8 @@ class LeanDecoder:
         if padding_mask is not None:
             scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
         probabilities = _softmax(scores)
-        out = torch.matmul(probabilities.type_as(scores), layer_cache.cross_values).transpose(1, 2)  # (sentences, beams, heads, d)
+        # (sentences, heads, beams, head_dim) -> (sentences, beams, heads, head_dim)
+        out = torch.matmul(probabilities.type_as(scores), layer_cache.cross_values).transpose(1, 2)
         out = attention.out_proj(out.reshape(rows, attention.num_heads * attention.head_dim))
         if not need_attention:
             return out, None

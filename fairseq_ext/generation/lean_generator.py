@@ -107,8 +107,8 @@ class LeanBeamSearch(BeamSearch):
         if self.candidates is not None and self.candidates.active:
             best_scores, columns, beams = super().step(step, lprobs, scores, prev_output_tokens, original_batch_idxs,
                                                        candidate_multiple)
-            tokens = self.candidates.tokens.view(sentences, beam_size * vocab_size).gather(1, beams * vocab_size + columns)
-            return best_scores, tokens, beams
+            token_ids = self.candidates.tokens.view(sentences, beam_size * vocab_size)
+            return best_scores, token_ids.gather(1, beams * vocab_size + columns), beams
         if step == 0:  # all beams are the same hypothesis: the first beam's tokens only, as stock
             count = min(candidate_multiple * beam_size, vocab_size - 1)
             best_scores, tokens = top_by_chunks(lprobs[:, 0, :], count)
@@ -134,7 +134,7 @@ class LeanSequenceGenerator(SequenceGenerator):
         self.lean_unsupported = why_not_lean(models)
         if self.lean_unsupported is not None:
             return
-        plain_beam_search = (type(self.search) is BeamSearch and self.lm_model is None
+        plain_beam_search = (type(self.search) is BeamSearch and self.lm_model is None and self.eos == tgt_dict.eos()
                              and self.repeat_ngram_blocker is None and self.token_indices_to_suppress is None)
         if plain_beam_search:
             table = CandidateTable(tgt_dict, self.beam_size)

@@ -37,13 +37,12 @@ class LeanGenerationTaskMixin:
             seq_gen_cls = LeanSequenceGenerator
         generator = super().build_generator(models, args, seq_gen_cls, extra_gen_cls_kwargs, **kwargs)
         if not lean:
-            logger.info("generator: fairseq's SequenceGenerator (--stock-generator)")
+            logger.info("generator: fairseq's %s (--stock-generator)", type(generator).__name__)
             return generator
         why_not = why_not or getattr(generator, "lean_unsupported", None)
         if why_not is None:
             logger.info("generator: lean beam-aware decoder (--stock-generator for fairseq's own)")
         else:
-            logger.info("generator: fairseq's %s, because the lean decoder does not support %s",
-                        "SequenceGenerator" if isinstance(generator, LeanSequenceGenerator) else type(generator).__name__,
-                        why_not)
+            name = "SequenceGenerator" if isinstance(generator, LeanSequenceGenerator) else type(generator).__name__
+            logger.info("generator: fairseq's %s, because the lean decoder does not support %s", name, why_not)
         return generator
