@@ -58,6 +58,16 @@ def _softmax(scores):
     return F.softmax(scores.float(), dim=-1)
 
 
+def _residual(layer, norm, x, sublayer):
+    """``(x + out, extra)`` for ``out, extra = sublayer(...)``, with the layer's LayerNorm before the sublayer
+    (pre-norm) or after the sum (post-norm), as in fairseq's decoder layer."""
+    if layer.normalize_before:
+        out, extra = sublayer(norm(x))
+        return x + out, extra
+    out, extra = sublayer(x)
+    return norm(x + out), extra
+
+
 def _heads(x, attention, rows):
     """(rows, embed) -> (rows, heads, 1, head_dim)."""
     return x.view(rows, attention.num_heads, 1, attention.head_dim)
@@ -207,29 +217,12 @@ class LeanDecoder:
 
     def _layer(self, layer, layer_cache, x, cache, first, need_attention):
         """fairseq's TransformerDecoderLayerBase.forward for one incremental step (rows, embed)."""
-        residual = x
-        if layer.normalize_before:
-            x = layer.self_attn_layer_norm(x)
-        x = self._self_attention(layer.self_attn, layer_cache, x, cache.length, first, cache.beam_size)
-        x = residual + x
-        if not layer.normalize_before:
-            x = layer.self_attn_layer_norm(x)
-
-        residual = x
-        if layer.normalize_before:
-            x = layer.encoder_attn_layer_norm(x)
-        x, attention = self._cross_attention(layer.encoder_attn, layer_cache, x, cache.padding_mask, need_attention)
-        x = residual + x
-        if not layer.normalize_before:
-            x = layer.encoder_attn_layer_norm(x)
-
-        residual = x
-        if layer.normalize_before:
-            x = layer.final_layer_norm(x)
-        x = layer.fc2(layer.activation_fn(layer.fc1(x)))
-        x = residual + x
-        if not layer.normalize_before:
-            x = layer.final_layer_norm(x)
+        x, _ = _residual(layer, layer.self_attn_layer_norm, x, lambda y: (self._self_attention(
+            layer.self_attn, layer_cache, y, cache.length, first, cache.beam_size), None))
+        x, attention = _residual(layer, layer.encoder_attn_layer_norm, x, lambda y: self._cross_attention(
+            layer.encoder_attn, layer_cache, y, cache.padding_mask, need_attention))
+        x, _ = _residual(layer, layer.final_layer_norm, x,
+                         lambda y: (layer.fc2(layer.activation_fn(layer.fc1(y))), None))
         return x, attention
 
     @staticmethod
