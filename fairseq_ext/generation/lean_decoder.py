@@ -19,7 +19,7 @@ cost time and change nothing:
 with extra bias keys, ...); the generator then falls back to fairseq's own decoding.
 """
 import torch
-import torch.nn.functional as F
+from fairseq import utils
 from fairseq.models.transformer import TransformerDecoderBase
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 
@@ -51,11 +51,6 @@ def unsupported(decoder):
             if attention.bias_k is not None or attention.add_zero_attn:
                 return f"decoder layer {index}: attention with bias_k/bias_v or add_zero_attn"
     return None
-
-
-def _softmax(scores):
-    # fairseq's utils.softmax: in float32 whatever the activations' dtype.
-    return F.softmax(scores.float(), dim=-1)
 
 
 def _residual(layer, norm, x, sublayer):
@@ -241,7 +236,7 @@ class LeanDecoder:
         if first:
             keys, values = keys[::beam], values[::beam]
         scores = torch.matmul(_heads(q, attention, rows), keys.transpose(2, 3))  # (rows, heads, 1, positions)
-        out = torch.matmul(_softmax(scores).type_as(scores), values)  # (rows, heads, 1, head_dim)
+        out = torch.matmul(utils.softmax(scores, dim=-1).type_as(scores), values)  # (rows, heads, 1, head_dim)
         return attention.out_proj(out.reshape(rows, attention.num_heads * attention.head_dim))
 
     @staticmethod
@@ -255,7 +250,7 @@ class LeanDecoder:
         scores = torch.matmul(q, layer_cache.cross_keys.transpose(2, 3))  # (sentences, heads, beams, source)
         if padding_mask is not None:
             scores = scores.masked_fill(padding_mask[:, None, None, :], float("-inf"))
-        probabilities = _softmax(scores)
+        probabilities = utils.softmax(scores, dim=-1)
         # (sentences, heads, beams, head_dim) -> (sentences, beams, heads, head_dim)
         out = torch.matmul(probabilities.type_as(scores), layer_cache.cross_values).transpose(1, 2)
         out = attention.out_proj(out.reshape(rows, attention.num_heads * attention.head_dim))
