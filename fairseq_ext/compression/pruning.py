@@ -73,6 +73,28 @@ def apply_masks(weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
             weights[name].masked_fill_(~mask.to(weights[name].device), 0)
 
 
+# ------------------------------------------------------------------ masks from any score (calibrated methods)
+def lowest_pruned_keep(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep mask of a flat score vector pruning exactly its ``count`` lowest scores, ties by position (stable)."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    if count > 0:
+        order = torch.sort(scores, stable=True).indices
+        keep[order[:count]] = False
+    return keep
+
+
+def n_of_m_keep(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep mask (rows x columns) that prunes the n lowest scores of every m consecutive columns of each row."""
+    rows, columns = scores.shape
+    if columns % m:
+        raise ValueError(f"{n}:{m} pruning needs a width divisible by {m} (got {columns} columns)")
+    grouped = scores.reshape(rows, columns // m, m)
+    order = torch.sort(grouped, dim=2, stable=True).indices
+    keep = torch.ones_like(grouped, dtype=torch.bool)
+    keep.scatter_(2, order[:, :, :n], False)
+    return keep.reshape(rows, columns)
+
+
 # ------------------------------------------------------------------ exactly which entries: the k smallest magnitudes
 SAMPLE_SIZE = 1 << 20
 BRACKET_SIGMAS = 7.0  # a miss only costs time (the exact fallback), never correctness
