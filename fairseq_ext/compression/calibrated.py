@@ -77,10 +77,10 @@ def compress_calibrated(
     disable_attention_fast_path(model)  # the fused path reads the projections' weights: their hooks never fire
     model.eval()
     try:
-        stages = [[linear for linear in stage if names[id(linear.weight)] in needs_inputs]
-                  for stage in _stages(model, forwards[0])]
-        stages = [stage for stage in stages if stage]
-        for number, stage in enumerate(stages, start=1):
+        stages = {stage: [linear for linear in linears if names[id(linear.weight)] in needs_inputs]
+                  for stage, linears in _stages(model, forwards[0]).items()}
+        stages = [(stage, linears) for stage, linears in stages.items() if linears]
+        for number, (stage_name, stage) in enumerate(stages, start=1):
             stage_started = time.monotonic()
             moments = _second_moments(model, stage, forwards)
             for linear in stage:
@@ -96,8 +96,7 @@ def compress_calibrated(
                     masks[name] = keep
                 summary.calibrated.append(name)
             summary.stages += 1
-            logger.info("calibration stage %d/%d (%s): %d weights in %.1f s", number, len(stages),
-                        ", ".join(sorted({names[id(linear.weight)].rsplit(".", 2)[0] for linear in stage})),
+            logger.info("calibration stage %d/%d (%s): %d weights in %.1f s", number, len(stages), stage_name,
                         len(stage), time.monotonic() - stage_started)
     finally:
         for module in switched:
@@ -145,8 +144,9 @@ def _solve(weight: nn.Parameter, hessian: torch.Tensor, spec: CompressionSpec, m
     return solve_(weight.data, hessian, pruning=pruning, grid=grid)
 
 
-def _stages(model: nn.Module, probe: Callable[[], object]) -> list[list[nn.Linear]]:
-    """The model's Linear layers grouped into stages (module docstring), in the order one pass first calls them."""
+def _stages(model: nn.Module, probe: Callable[[], object]) -> dict[str, list[nn.Linear]]:
+    """The model's Linear layers grouped into stages (module docstring) by name, in the order one pass first calls
+    them."""
     layer_names = {f"{name}.{child}" if name else child
                    for name, module in model.named_modules() if isinstance(module, nn.ModuleList)
                    for child, _ in module.named_children()}
@@ -166,7 +166,7 @@ def _stages(model: nn.Module, probe: Callable[[], object]) -> list[list[nn.Linea
     stages: dict[str, list[nn.Linear]] = {}
     for linear in dict.fromkeys(order):
         stages.setdefault(stage_of[linear], []).append(linear)
-    return list(stages.values())
+    return stages
 
 
 def _second_moments(model: nn.Module, stage: list[nn.Linear], forwards) -> dict[nn.Linear, torch.Tensor | None]:
