@@ -101,6 +101,56 @@ def test_hand_computed_bytes_of_a_bitmap_and_of_untouched_tensors():
     assert report.sparsity == 0.5 and report.bits == 3
 
 
+@pytest.mark.parametrize("scheme, scale_bytes", [("symmetric", 4 * 4), ("asymmetric", 4 * (4 + 1))])
+def test_hand_computed_bytes_of_group_granularity(scheme, scale_bytes):
+    layer = nn.Linear(8, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.arange(16.0).view(2, 8) + 1)
+    spec = CompressionSpec(bits=3, scheme=scheme, granularity="group", group_size=4)
+    weight, bias = account(layer, spec).tensors
+    # 2 rows of 8 in groups of 4: 4 groups, each a float32 scale (and a uint8 zero point); 16 3-bit codes: 6 bytes.
+    assert (weight.groups, weight.scale_bytes, weight.value_bytes, weight.total_bytes) == (4, scale_bytes, 6,
+                                                                                          6 + scale_bytes)
+    assert (bias.groups, bias.total_bytes) == (0, 8)
+    pruned = account(layer, dataclasses.replace(spec, sparsity=0.5)).tensors[0]
+    # 8 kept: bitmap 2 bytes + 8 codes of 3 bits, 3 bytes; the scales are per group whatever is pruned.
+    assert (pruned.index_kind, pruned.value_bytes, pruned.index_bytes, pruned.scale_bytes) == ("bitmap", 3, 2,
+                                                                                              scale_bytes)
+
+
+def test_a_width_that_groups_do_not_tile_is_named():
+    with pytest.raises(ValueError) as error:  # embedding and fc1 are 6 wide; the output projection (8) is fine
+        account(TiedModel(), CompressionSpec(bits=4, granularity="group", group_size=4))
+    message = str(error.value)
+    assert "2 problems" in message
+    assert "embed_tokens.weight is 6 wide, not a multiple of group_size 4" in message
+    assert "fc1.weight is 6 wide, not a multiple of group_size 4" in message
+    report = account(TiedModel(), CompressionSpec(bits=4, granularity="group", group_size=2))
+    assert {t.name: t.groups for t in report.tensors if t.quantized} == {
+        "embed_tokens.weight": 33, "fc1.weight": 24, "output_projection.weight": 44}
+
+
+def test_compress_uses_given_masks_as_they_are():
+    torch.manual_seed(0)
+    model = TiedModel()
+    # Keep the smallest magnitudes: the opposite of what magnitude pruning would keep.
+    magnitudes = model.fc1.weight.detach().abs()
+    keep = magnitudes <= magnitudes.flatten().kthvalue(12).values
+    masks = {"fc1.weight": keep}
+    expected = torch.where(keep, model.fc1.weight.detach(), torch.zeros(()))
+    spec = CompressionSpec(sparsity=0.75, prune_method="wanda")
+    predicted = account(model, spec, masks)
+    report, returned = compress(model, spec, masks=masks)
+    assert returned == masks and report == predicted
+    assert torch.equal(model.fc1.weight, expected) and int((model.fc1.weight != 0).sum()) == 12
+    assert model.output_projection.weight.count_nonzero() == 88  # no mask, no pruning
+    assert report.sparsity == 36 / 48
+    with pytest.raises(ValueError, match="prune_method 'wanda' with prune_pattern 'unstructured' needs its masks"):
+        compress(model, spec)
+    with pytest.raises(ValueError, match="prune_method 'magnitude' with prune_pattern '2:4' needs its masks given"):
+        account(model, CompressionSpec(sparsity=0.5, prune_pattern="2:4"))
+
+
 def test_tied_tensors_count_once_and_compress_reports_what_account_predicted():
     torch.manual_seed(0)
     model = TiedModel()

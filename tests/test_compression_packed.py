@@ -47,10 +47,15 @@ SPECS = [
     CompressionSpec(sparsity=0.5),
     CompressionSpec(bits=2, scheme="asymmetric"),
     CompressionSpec(),
+    CompressionSpec(sparsity=0.6, bits=4, granularity="group", group_size=4),
+    CompressionSpec(bits=3, scheme="asymmetric", granularity="group", group_size=8),
+    CompressionSpec(sparsity=0.9, scope="layer", bits=2, scheme="asymmetric", granularity="group", group_size=2,
+                    prune_embeddings=True),
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"s{s.sparsity}-{s.scope}-b{s.bits}-{s.scheme}-{s.granularity}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"s{s.sparsity}-{s.scope}-b{s.bits}-{s.scheme}-{s.granularity}"
+                                                      f"{s.group_size or ''}")
 def test_compress_save_load_is_bit_exact_and_the_file_is_the_accounted_bytes(tmp_path, spec):
     torch.manual_seed(0)
     model = TiedModel()
@@ -76,7 +81,8 @@ def test_compress_save_load_is_bit_exact_and_the_file_is_the_accounted_bytes(tmp
 model_cases = st.tuples(
     st.sampled_from([0.0, 0.1, 0.5, 0.9, 0.99]), st.sampled_from(["global", "layer"]), st.booleans(),
     st.sampled_from([2, 3, 4, 5, 6, 7, 8, 16, 32]), st.sampled_from(["symmetric", "asymmetric"]),
-    st.sampled_from(["channel", "tensor"]), st.booleans(), st.integers(0, 1000),
+    st.sampled_from([("channel", 0), ("tensor", 0), ("group", 1), ("group", 4), ("group", 8)]), st.booleans(),
+    st.integers(0, 1000),
     st.sampled_from([torch.float32, torch.float16, torch.bfloat16]),
 )
 
@@ -84,8 +90,9 @@ model_cases = st.tuples(
 @settings(max_examples=25, deadline=None)
 @given(model_cases)
 def test_any_spec_round_trips_bit_exactly_whether_saved_before_or_after_compress(tmp_path_factory, case):
-    sparsity, scope, prune_embeddings, bits, scheme, granularity, quantize_embeddings, seed, dtype = case
-    spec = CompressionSpec(sparsity, scope, prune_embeddings, bits, scheme, granularity, quantize_embeddings)
+    sparsity, scope, prune_embeddings, bits, scheme, (granularity, group_size), quantize_embeddings, seed, dtype = case
+    spec = CompressionSpec(sparsity, scope, prune_embeddings, bits, scheme, granularity, quantize_embeddings,
+                           group_size=group_size)
     torch.manual_seed(seed)
     model = TiedModel(dtype if not spec.quantizes else torch.float32)
     folder = tmp_path_factory.mktemp("roundtrip")
@@ -99,6 +106,58 @@ def test_any_spec_round_trips_bit_exactly_whether_saved_before_or_after_compress
     state_after, _, header = load_compressed(folder / "after.fxc")
     assert bit_exact(state_after, model.state_dict())
     assert os.path.getsize(folder / "after.fxc") <= 1.02 * report.total_bytes + PREFIX_BYTES + 8192
+
+
+def test_quantized_records_hold_granularity_and_group_size(tmp_path):
+    torch.manual_seed(0)
+    spec = CompressionSpec(sparsity=0.5, bits=4, scheme="asymmetric", granularity="group", group_size=4)
+    header = load_compressed_header(tmp_path, TiedModel(), spec)
+    quantized = {t["name"]: (t["granularity"], t["group_size"], t["groups"])
+                 for t in header["tensors"] if t["quantized"]}
+    # 13x8, 16x8 and 8x16 weights in groups of 4 columns
+    assert quantized == {"embed_tokens.weight": ("group", 4, 26), "fc1.weight": ("group", 4, 32),
+                         "fc2.weight": ("group", 4, 32)}
+    channel = load_compressed_header(tmp_path, TiedModel(), CompressionSpec(bits=4))
+    assert {(t["granularity"], t["group_size"], t["groups"]) for t in channel["tensors"] if t["quantized"]} == {
+        ("channel", 0, 13), ("channel", 0, 16), ("channel", 0, 8)}
+
+
+def load_compressed_header(folder, model, spec, masks=None):
+    save_compressed(folder / "header.fxc", model, spec, masks)
+    return load_compressed(folder / "header.fxc")[2]
+
+
+def two_of_four_masks(model):
+    """Keep the two larger magnitudes of every 4 consecutive inputs of fc1 and fc2 (a 2:4 pattern)."""
+    masks = {}
+    for name in ("fc1.weight", "fc2.weight"):
+        quads = model.get_parameter(name).detach().abs().reshape(-1, 4)
+        keep = torch.zeros_like(quads, dtype=torch.bool).scatter_(1, quads.topk(2, dim=1).indices, True)
+        masks[name] = keep.reshape(model.get_parameter(name).shape)
+    return masks
+
+
+def test_the_header_names_the_methods_of_the_spec(tmp_path):
+    torch.manual_seed(0)
+    model = TiedModel()
+    masks = two_of_four_masks(model)
+    spec = CompressionSpec(sparsity=0.5, prune_method="wanda", prune_pattern="2:4", bits=4, quant_method="gptq",
+                           granularity="group", group_size=8)
+    report, _ = compress(model, spec, masks)
+    header = load_compressed_header(tmp_path, model, spec, masks)
+    assert header["method"] == {"pruning": "wanda 2:4", "quantization": "gptq"}
+    assert header["spec"] == spec.to_dict() and header["accounted_bytes"] == report.total_bytes
+    assert bit_exact(load_compressed(tmp_path / "header.fxc")[0], model.state_dict())
+    methods = {
+        CompressionSpec(sparsity=0.5, prune_method="sparsegpt"): {"pruning": "sparsegpt", "quantization": "none"},
+        CompressionSpec(sparsity=0.5, prune_pattern="2:4", bits=3): {"pruning": "magnitude 2:4",
+                                                                     "quantization": "uniform round-to-nearest"},
+        CompressionSpec(bits=8, quant_method="gptq"): {"pruning": "none", "quantization": "gptq"},
+    }
+    for spec, method in methods.items():
+        assert load_compressed_header(tmp_path, model, spec, masks if spec.prunes else None)["method"] == method
+    with pytest.raises(ValueError, match="prune_method 'sparsegpt' with prune_pattern 'unstructured' needs its masks"):
+        save_compressed(tmp_path / "m.fxc", model, CompressionSpec(sparsity=0.5, prune_method="sparsegpt"))
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +244,49 @@ def test_a_re_signed_but_inconsistent_header_is_a_value_error(tmp_path, small_fi
     assert load_bytes(tmp_path, resign(small_file, lambda header: None))[1] == {"note": "x"}  # the control
     with pytest.raises(ValueError, match="not a valid compressed model file"):
         load_bytes(tmp_path, resign(small_file, edit))
+
+
+@pytest.fixture(scope="module")
+def group_file(tmp_path_factory):
+    torch.manual_seed(2)
+    path = tmp_path_factory.mktemp("packed") / "group.fxc"
+    spec = CompressionSpec(sparsity=0.5, bits=4, scheme="asymmetric", granularity="group", group_size=4)
+    save_compressed(path, TiedModel(), spec)
+    return path.read_bytes()
+
+
+def first_quantized(header):
+    return next(t for t in header["tensors"] if t["quantized"])
+
+
+GROUP_EDITS = {
+    "group size that does not tile the width": lambda h: first_quantized(h).__setitem__("group_size", 3),
+    "group size of another group count": lambda h: first_quantized(h).__setitem__("group_size", 8),
+    "no group size": lambda h: first_quantized(h).pop("group_size"),
+    "boolean group size": lambda h: first_quantized(h).__setitem__("group_size", True),
+    "group size on channel granularity": lambda h: first_quantized(h).__setitem__("granularity", "channel"),
+}
+
+
+@pytest.mark.parametrize("edit", GROUP_EDITS.values(), ids=GROUP_EDITS.keys())
+def test_a_re_signed_header_with_inconsistent_groups_is_a_value_error(tmp_path, group_file, edit):
+    with pytest.raises(ValueError, match="bad group (size|count)"):
+        load_bytes(tmp_path, resign(group_file, edit))
+
+
+def test_a_file_written_before_group_granularity_still_loads(tmp_path, small_file):
+    """Such files lack the records' group_size and the spec's newer options: they read as the defaults."""
+    def as_written_before(header):
+        for record in header["tensors"]:
+            record.pop("group_size", None)
+        for option in ("prune_method", "prune_pattern", "quant_method", "group_size"):
+            del header["spec"][option]
+
+    state, metadata, header = load_bytes(tmp_path, resign(small_file, as_written_before))
+    assert bit_exact(state, load_bytes(tmp_path, small_file)[0]) and metadata == {"note": "x"}
+    assert CompressionSpec.from_dict(header["spec"]) == CompressionSpec(sparsity=0.7, bits=3, scheme="asymmetric")
+    with pytest.raises(ValueError, match="bad group size"):  # the channel file claiming groups of 4
+        load_bytes(tmp_path, resign(small_file, lambda h: first_quantized(h).__setitem__("group_size", 4)))
 
 
 def test_a_deeply_nested_header_is_a_value_error(tmp_path, small_file):

@@ -25,6 +25,7 @@ SPECS = {
     "bitmap 4-bit asym": CompressionSpec(sparsity=0.5, bits=4, scheme="asymmetric"),
     "delta 3-bit tensor": CompressionSpec(sparsity=0.95, bits=3, granularity="tensor", scope="layer"),
     "pruned fp32": CompressionSpec(sparsity=0.7, prune_embeddings=True),
+    "group 4-bit asym": CompressionSpec(sparsity=0.5, bits=4, scheme="asymmetric", granularity="group", group_size=4),
 }
 
 
@@ -75,7 +76,8 @@ def load_or_value_error(tmp_path, data):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=True)
-    | st.text(max_size=8) | st.sampled_from(["dense", "bitmap", "delta", "float32", "int8", "asymmetric", "channel"]),
+    | st.text(max_size=8)
+    | st.sampled_from(["dense", "bitmap", "delta", "float32", "int8", "asymmetric", "channel", "group"]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=12,
 )
@@ -135,10 +137,10 @@ def test_any_re_signed_payload_edit_is_a_value_error_or_a_clean_load(tmp_path, f
         "shape": st.lists(st.integers(-1, 2**40), max_size=3), "layout": st.sampled_from(["dense", "bitmap", "delta"]),
         "entries": st.integers(-1, 2**40), "bits": st.integers(-1, 70), "delta_bits": st.integers(-1, 40),
         "quantized": st.booleans() | st.none(), "scheme": st.sampled_from(["symmetric", "asymmetric"]),
-        "granularity": st.sampled_from(["channel", "tensor"]), "groups": st.integers(-1, 50),
+        "granularity": st.sampled_from(["channel", "tensor", "group"]), "groups": st.integers(-1, 50),
         "blobs": st.dictionaries(st.sampled_from(["values", "index", "scales", "zero_points"]),
                                  st.lists(st.integers(-1, 2**40), min_size=2, max_size=2), max_size=4),
-    }), max_size=3),
+    }, optional={"group_size": st.integers(-1, 9) | st.booleans() | st.none()}), max_size=3),
 }), payload=st.binary(max_size=64))
 def test_random_headers_are_value_errors_or_clean_loads(tmp_path, header, payload):
     load_or_value_error(tmp_path, signed(header, payload))
@@ -183,8 +185,12 @@ spec_values = {
     "prune_embeddings": st.sampled_from([True, False, 0, 1, "yes", None]),
     "bits": st.integers(-2, 40) | st.floats(allow_nan=True) | st.booleans() | st.sampled_from(["4", 4.0]),
     "scheme": st.sampled_from(["symmetric", "asymmetric", "sym", None]),
-    "granularity": st.sampled_from(["channel", "tensor", "row", 0]),
+    "granularity": st.sampled_from(["channel", "tensor", "group", "row", 0]),
     "quantize_embeddings": st.sampled_from([True, False, 1, None]),
+    "prune_method": st.sampled_from(["magnitude", "wanda", "sparsegpt", "obs", None]),
+    "prune_pattern": st.sampled_from(["unstructured", "2:4", "4:8", None]),
+    "quant_method": st.sampled_from(["rtn", "gptq", "awq", None]),
+    "group_size": st.integers(-2, 256) | st.floats(allow_nan=True) | st.booleans() | st.none(),
 }
 
 

@@ -88,7 +88,7 @@ def measure(item: TensorPlan, values: torch.Tensor, spec: CompressionSpec, store
     layout). Returns the positions a sparse layout stores, None for a dense layout."""
     numel = values.numel()
     bits = spec.bits if item.quantized else 8 * values.element_size()
-    groups = group_count(tuple(values.shape), spec.granularity) if item.quantized else 0
+    groups = group_count(tuple(values.shape), spec.granularity, spec.group_size) if item.quantized else 0
     scale_bytes = groups * (SCALE_BYTES + (ZERO_POINT_BYTES if spec.scheme == "asymmetric" else 0))
     nonzero = stored.size if stored is not None else int(np.count_nonzero(bit_patterns(values)))
 
@@ -135,13 +135,15 @@ def account(model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tens
     return report(plan, measured)
 
 
-
-def compress(model: nn.Module, spec: CompressionSpec) -> tuple[CompressionReport, dict[str, torch.Tensor]]:
-    """Prune (spec.sparsity, spec.scope) and fake-quantize (spec.bits, ...) the model's weights in
-    place; returns the byte report and the keep masks by parameter name ({} without pruning), which
-    keep pruned weights at zero during finetuning (apply_masks) and go to save_compressed.
+def compress(
+    model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tensor] | None = None
+) -> tuple[CompressionReport, dict[str, torch.Tensor]]:
+    """Prune (spec.sparsity, spec.scope, or the given masks, e.g. a calibrated method's) and
+    fake-quantize (spec.bits, ...) the model's weights in place; returns the byte report and the
+    keep masks by parameter name ({} without pruning), which keep pruned weights at zero during
+    finetuning (apply_masks) and go to save_compressed.
     Extra memory: the masks (one byte per prunable weight) and one tensor's worth of scratch."""
-    plan = plan_compression(model, spec)
+    plan = plan_compression(model, spec, masks)
     measured = []
     for item in plan.tensors:
         compressed = compress_tensor_(item.tensor, item.mask, spec if item.quantized else None)

@@ -10,7 +10,9 @@ No pickle anywhere: a file from a stranger can only be rejected, never run. The 
 magic, both checksums, and every offset, length and count in the header against the payload before
 it allocates anything, and turns any inconsistency into a ValueError.
 
-Per tensor the header holds dtype, shape, layout and blob [offset, length] pairs. Blobs: "values"
+Per tensor the header holds dtype, shape, layout and blob [offset, length] pairs, and for a quantized
+tensor its scheme, granularity, group_size (0 unless granularity "group"; absent from files written
+before group granularity existed, which read as 0) and group count. Blobs: "values"
 (bit-packed k-bit codes, or raw little-endian values of the dtype), "index" (bitmap or bit-packed
 delta fields, see sparse_index), "scales" (float32 per group), "zero_points" (uint8 per group,
 asymmetric scheme only). Loading rebuilds each dense tensor bit for bit as compress() leaves it.
@@ -33,8 +35,8 @@ from torch import nn
 from . import bitpack, sparse_index
 from .accounting import SCALE_BYTES, CompressionReport, TensorBytes, measure, report
 from .plan import CompressedTensor, TensorPlan, compressed_copy, plan_compression
-from .quantization import group_count
-from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec
+from .quantization import group_count, group_width_problem
+from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec, group_size_problem
 from .tensors import flat_numpy
 
 # Both written into every packed file.
@@ -47,6 +49,7 @@ DTYPES = {
     name: getattr(torch, name)
     for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 }
+QUANTIZATION_METHOD_NAMES = {"rtn": "uniform round-to-nearest", "gptq": "gptq"}
 # Raw values travel as little-endian integers of the same width: one code path for every dtype.
 _BIT_PATTERN = {1: (torch.uint8, "<u1"), 2: (torch.int16, "<i2"), 4: (torch.int32, "<i4"), 8: (torch.int64, "<i8")}
 
@@ -82,10 +85,7 @@ def save_compressed(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
-        "method": {
-            "pruning": "magnitude" if plan.masks else "none",
-            "quantization": "uniform round-to-nearest" if spec.quantizes else "none",
-        },
+        "method": _method(spec, pruned=bool(plan.masks)),
         "spec": spec.to_dict(),
         "achieved_sparsity": result.sparsity,
         "accounted_bytes": result.total_bytes,
@@ -99,6 +99,15 @@ def save_compressed(
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     _write_atomically(path, [PREFIX.pack(MAGIC, len(header_bytes), hashlib.sha256(header_bytes).digest()), header_bytes, *blobs])
     return result
+
+
+def _method(spec: CompressionSpec, pruned: bool) -> dict[str, str]:
+    """How the stored values were made, in words, for whoever reads the header."""
+    pattern = f" {spec.prune_pattern}" if spec.prune_pattern != "unstructured" else ""
+    return {
+        "pruning": spec.prune_method + pattern if pruned else "none",
+        "quantization": QUANTIZATION_METHOD_NAMES[spec.quant_method] if spec.quantizes else "none",
+    }
 
 
 def _encode(item: TensorPlan, spec: CompressionSpec) -> tuple[dict, dict[str, bytes], TensorBytes]:
@@ -120,7 +129,9 @@ def _encode(item: TensorPlan, spec: CompressionSpec) -> tuple[dict, dict[str, by
         blobs["index"] = bitpack.pack(skips, measured.delta_bits)
         entries = sparse_index.delta_decode(skips, measured.numel, measured.delta_bits)
     if item.quantized:
-        record.update(scheme=spec.scheme, granularity=spec.granularity, groups=measured.groups)
+        record.update(
+            scheme=spec.scheme, granularity=spec.granularity, group_size=spec.group_size, groups=measured.groups
+        )
         blobs["values"] = bitpack.pack(_codes(values, entries, compressed, measured.groups), measured.bits)
         blobs["scales"] = compressed.scale.cpu().numpy().astype("<f4").tobytes()
         if spec.scheme == "asymmetric":
@@ -249,7 +260,14 @@ def _checked_records(header: dict, payload_size: int) -> list[dict]:
         if record.get("quantized") is True:
             _require(bits in QUANTIZED_BITS, f"{where}: unsupported bits")
             _require(record.get("scheme") in SCHEMES and record.get("granularity") in GRANULARITIES, f"{where}: bad scheme")
-            _require(record.get("groups") == group_count(tuple(shape), record["granularity"]), f"{where}: bad group count")
+            granularity, group_size = record["granularity"], record.get("group_size", 0)
+            _require(
+                group_size_problem(granularity, group_size) is None
+                and group_width_problem(name, tuple(shape), granularity, group_size) is None,
+                f"{where}: bad group size",
+            )
+            groups = group_count(tuple(shape), granularity, group_size)
+            _require(record.get("groups") == groups, f"{where}: bad group count")
             expected["scales"] = SCALE_BYTES * record["groups"]
             if record["scheme"] == "asymmetric":
                 expected["zero_points"] = record["groups"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .pruning import NOTHING_PRUNABLE, magnitude_masks, prunable_weights
-from .quantization import fake_quantize_, fake_quantize_entries_, group_count, quantizable_weights
+from .quantization import fake_quantize_, fake_quantize_entries_, group_count, group_width_problem, quantizable_weights
 from .spec import CompressionSpec, raise_problems
 from .tensors import CHUNK, bit_patterns, flat_numpy, is_numpy_float32, storage_signature, unique_state
 
@@ -35,11 +35,14 @@ class CompressionPlan:
 def plan_compression(
     model: nn.Module, spec: CompressionSpec, masks: dict[str, torch.Tensor] | None = None, *, exact: bool = True
 ) -> CompressionPlan:
-    """Given masks are used as they are; without them a pruning spec computes magnitude masks.
-    exact=True (compress, save_compressed) refuses to quantize half-precision weights."""
+    """Given masks are used as they are; without them a pruning spec computes magnitude masks (a
+    calibrated method or the 2:4 pattern must be given its masks). exact=True (compress,
+    save_compressed) refuses to quantize half-precision weights."""
     spec.validate()
     parameters = dict(model.named_parameters(remove_duplicate=False))
-    to_prune = prunable_weights(model, spec.prune_embeddings) if masks is None and spec.prunes else None
+    by_magnitude = (spec.prune_method, spec.prune_pattern) == ("magnitude", "unstructured")
+    masks_to_compute = masks is None and spec.prunes
+    to_prune = prunable_weights(model, spec.prune_embeddings) if masks_to_compute else None
     quantized = quantizable_weights(model, spec.quantize_embeddings) if spec.quantizes else {}
     masks = masks or {}
     problems = [f"mask {name!r} matches no parameter" for name in masks if name not in parameters]
@@ -50,6 +53,11 @@ def plan_compression(
     ]
     if to_prune == {}:
         problems.append(NOTHING_PRUNABLE)
+    elif masks_to_compute and not by_magnitude:
+        problems.append(
+            f"prune_method {spec.prune_method!r} with prune_pattern {spec.prune_pattern!r} needs its masks given "
+            "(masks=...): only unstructured magnitude masks are computed here"
+        )
     if spec.quantizes and not quantized:
         problems.append(
             "nothing quantizable: quantizable tensors are nn.Linear weight matrices, plus nn.Embedding "
@@ -63,6 +71,10 @@ def plan_compression(
         for name, p in quantized.items()
         if exact and p.dtype not in (torch.float32, torch.float64)
     ]
+    problems += [
+        group_width_problem(name, tuple(p.shape), spec.granularity, spec.group_size) for name, p in quantized.items()
+    ]
+    problems = [problem for problem in problems if problem]
     raise_problems("compression of this model", problems)
     if to_prune:
         masks = magnitude_masks(to_prune, spec.sparsity, spec.scope)
@@ -95,7 +107,7 @@ def compress_tensor_(tensor: torch.Tensor, mask: torch.Tensor | None, spec: Comp
         if mask is not None:
             tensor.masked_fill_(~mask.to(tensor.device), 0)
         if spec is not None:
-            scale, zero_point = fake_quantize_(tensor, spec.bits, spec.scheme, spec.granularity)
+            scale, zero_point = fake_quantize_(tensor, spec.bits, spec.scheme, spec.granularity, spec.group_size)
     stored = np.flatnonzero(bit_patterns(tensor)) if mask is not None else None
     return CompressedTensor(stored, scale, zero_point)
 
@@ -111,8 +123,9 @@ def _compress_kept_entries_(tensor: torch.Tensor, mask: torch.Tensor, spec: Comp
     kept_positions = _concatenate(chunk_positions, np.int64)
     scale = zero_point = None
     if spec is not None:
-        groups = group_count(tuple(tensor.shape), spec.granularity)
-        group_starts = np.searchsorted(kept_positions, np.arange(groups) * (flat.size // max(1, groups)))
+        groups = group_count(tuple(tensor.shape), spec.granularity, spec.group_size)
+        group_length = flat.size // max(1, groups)  # groups are consecutive runs of the flat tensor
+        group_starts = np.searchsorted(kept_positions, np.arange(groups) * group_length)
         scale, zero_point = fake_quantize_entries_(kept, group_starts, spec.bits, spec.scheme)
     done = 0
     for start, positions in zip(starts, chunk_positions):

@@ -3,7 +3,10 @@ quantization with a straight-through estimator for quantization-aware finetuning
 
 A code is an unsigned k-bit integer and stands for (code - zero_point) * scale, with one scale and
 zero_point per group: a row (output channel of a Linear, token of an Embedding) for granularity
-"channel", the whole tensor for "tensor". Two choices make compression exact and repeatable:
+"channel", the whole tensor for "tensor", and for "group" each run of group_size consecutive
+columns of a row (the layout of GPTQ and of int4 kernels; the width must be a multiple of
+group_size, so groups are the rows of the flat tensor reshaped to (-1, group_size)). Two choices
+make compression exact and repeatable:
 
 - Zero is always a grid point (symmetric: zero_point = 2**(k-1) and codes 1 .. 2**k - 1; asymmetric:
   the range is stretched to include 0 and the zero_point is an integer in [1, 2**k - 2], so each
@@ -21,27 +24,45 @@ and the torch path used in training give the same bits.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, UNQUANTIZED_BITS, choice_problem, raise_problems
+from .spec import (
+    GRANULARITIES,
+    QUANTIZED_BITS,
+    SCHEMES,
+    UNQUANTIZED_BITS,
+    choice_problem,
+    group_size_problem,
+    raise_problems,
+)
 from .tensors import CHUNK, is_numpy_float32, linear_and_embedding_weights
 
 # float32 has 24 significant bits and |code - zero_point| < 2**8, so scales keep 16.
 SCALE_DROPPED_BITS = 8
 
 
-def quantization_problems(bits, scheme, granularity, *, allow_off: bool = False) -> list[str]:
+def quantization_problems(bits, scheme, granularity, group_size=0, *, allow_off: bool = False) -> list[str]:
     allowed_bits = QUANTIZED_BITS + UNQUANTIZED_BITS if allow_off else QUANTIZED_BITS
     found = [
         choice_problem("bits", bits, allowed_bits),
         choice_problem("scheme", scheme, SCHEMES),
         choice_problem("granularity", granularity, GRANULARITIES),
+        group_size_problem(granularity, group_size),
     ]
     return [p for p in found if p]
+
+
+def group_width_problem(name: str, shape: tuple[int, ...], granularity: str, group_size: int) -> str | None:
+    """Groups of group_size columns must tile every row: None when they do (or granularity is not "group")."""
+    width = shape[-1] if shape else 1
+    if granularity != "group" or group_size_problem(granularity, group_size) or width % group_size == 0:
+        return None
+    return f"{name} is {width} wide, not a multiple of group_size {group_size}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class QuantizedTensor:
     bits: int
     scheme: str
     granularity: str
+    group_size: int  # columns per group for granularity "group", else 0
     dtype: torch.dtype  # of the weight, restored by dequantize
 
     @property
@@ -59,7 +81,11 @@ class QuantizedTensor:
         return self.codes.shape
 
 
-def group_count(shape: tuple[int, ...], granularity: str) -> int:
+def group_count(shape: tuple[int, ...], granularity: str, group_size: int = 0) -> int:
+    """How many (scale, zero_point) pairs a tensor of this shape has. Groups are the rows of the
+    tensor reshaped, row-major, to (group_count, -1)."""
+    if granularity == "group":
+        return math.prod(shape) // group_size
     return shape[0] if granularity == "channel" and len(shape) >= 1 else 1
 
 
@@ -102,8 +128,8 @@ def _group_ranges(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return lo.clamp(max=0), hi.clamp(min=0)
 
 
-def _params_for(values: torch.Tensor, bits: int, scheme: str, granularity: str):
-    groups = values.reshape(group_count(tuple(values.shape), granularity), -1).float()
+def _params_for(values: torch.Tensor, bits: int, scheme: str, granularity: str, group_size: int):
+    groups = values.reshape(group_count(tuple(values.shape), granularity, group_size), -1).float()
     if groups.numel() == 0:
         empty = torch.zeros(groups.shape[0], device=values.device)
         return groups, empty + 1, empty.to(torch.int32)
@@ -111,14 +137,22 @@ def _params_for(values: torch.Tensor, bits: int, scheme: str, granularity: str):
     return groups, scale, zero_point
 
 
-def quantize(weight: torch.Tensor, bits: int, scheme: str, granularity: str) -> QuantizedTensor:
+def _validate_options(
+    subject: str, weight: torch.Tensor, bits, scheme, granularity, group_size, *, allow_off: bool = False
+) -> None:
+    problems = quantization_problems(bits, scheme, granularity, group_size, allow_off=allow_off)
+    problems.append(group_width_problem("weight", tuple(weight.shape), granularity, group_size))
+    raise_problems(subject, [p for p in problems if p])
+
+
+def quantize(weight: torch.Tensor, bits: int, scheme: str, granularity: str, group_size: int = 0) -> QuantizedTensor:
     """Round-to-nearest quantization of weight into bits-bit codes."""
-    raise_problems("quantization", quantization_problems(bits, scheme, granularity))
-    groups, scale, zero_point = _params_for(weight.detach(), bits, scheme, granularity)
+    _validate_options("quantization", weight, bits, scheme, granularity, group_size)
+    groups, scale, zero_point = _params_for(weight.detach(), bits, scheme, granularity, group_size)
     codes = torch.round(groups / scale[:, None]) + zero_point[:, None]
     return QuantizedTensor(
         codes=codes.to(torch.uint8).reshape(weight.shape), scale=scale, zero_point=zero_point,
-        bits=bits, scheme=scheme, granularity=granularity, dtype=weight.dtype,
+        bits=bits, scheme=scheme, granularity=granularity, group_size=group_size, dtype=weight.dtype,
     )
 
 
@@ -128,9 +162,9 @@ def dequantize(quantized: QuantizedTensor) -> torch.Tensor:
     return values.reshape(quantized.shape).to(quantized.dtype)
 
 
-def _fake_quantized(weight: torch.Tensor, bits: int, scheme: str, granularity: str) -> torch.Tensor:
+def _fake_quantized(weight: torch.Tensor, bits: int, scheme: str, granularity: str, group_size: int) -> torch.Tensor:
     """dequantize(quantize(weight)) without materialising the codes."""
-    groups, scale, _ = _params_for(weight, bits, scheme, granularity)
+    groups, scale, _ = _params_for(weight, bits, scheme, granularity, group_size)
     scale = scale[:, None]
     # round(x / s) * s equals (code - zero_point) * s for every nonzero code; "+ 0.0" turns the -0.0
     # that round gives small negatives into the +0.0 that dequantize (and a load) produces.
@@ -140,38 +174,40 @@ def _fake_quantized(weight: torch.Tensor, bits: int, scheme: str, granularity: s
 
 class _StraightThrough(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weight, bits, scheme, granularity):
-        return _fake_quantized(weight.detach(), bits, scheme, granularity)
+    def forward(ctx, weight, bits, scheme, granularity, group_size):
+        return _fake_quantized(weight.detach(), bits, scheme, granularity, group_size)
 
     @staticmethod
     def backward(ctx, grad_output):
         # Rounding has zero gradient almost everywhere; the estimator passes it through unchanged
         # (there is no clipped region to zero out: ranges are the min/max).
-        return grad_output, None, None, None
+        return grad_output, None, None, None, None
 
 
-def fake_quantize(weight: torch.Tensor, bits: int, scheme: str, granularity: str) -> torch.Tensor:
+def fake_quantize(weight: torch.Tensor, bits: int, scheme: str, granularity: str, group_size: int = 0) -> torch.Tensor:
     """dequantize(quantize(weight)), differentiable with the straight-through estimator.
     bits 16 or 32 mean no quantization: weight itself is returned."""
-    raise_problems("quantization", quantization_problems(bits, scheme, granularity, allow_off=True))
+    _validate_options("quantization", weight, bits, scheme, granularity, group_size, allow_off=True)
     if bits in UNQUANTIZED_BITS:
         return weight
-    return _StraightThrough.apply(weight, bits, scheme, granularity)
+    return _StraightThrough.apply(weight, bits, scheme, granularity, group_size)
 
 
-def fake_quantize_(weight: torch.Tensor, bits: int, scheme: str, granularity: str) -> tuple[torch.Tensor, torch.Tensor]:
+def fake_quantize_(
+    weight: torch.Tensor, bits: int, scheme: str, granularity: str, group_size: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """In place, without autograd: weight.copy_(fake_quantize(weight)), bit for bit, but in numpy
     and without temporaries when weight is a contiguous float32 CPU tensor. Returns the per-group
     (scale, zero_point) it used."""
-    raise_problems("quantization", quantization_problems(bits, scheme, granularity))
+    _validate_options("quantization", weight, bits, scheme, granularity, group_size)
     with torch.no_grad():
         if not is_numpy_float32(weight):
-            _, scale, zero_point = _params_for(weight.detach(), bits, scheme, granularity)
-            weight.copy_(_fake_quantized(weight.detach(), bits, scheme, granularity))
+            _, scale, zero_point = _params_for(weight.detach(), bits, scheme, granularity, group_size)
+            weight.copy_(_fake_quantized(weight.detach(), bits, scheme, granularity, group_size))
             return scale, zero_point
-        groups = weight.detach().view(-1).numpy().reshape(group_count(tuple(weight.shape), granularity), -1)
+        groups = weight.detach().view(-1).numpy().reshape(group_count(tuple(weight.shape), granularity, group_size), -1)
         if groups.size == 0:
-            return _params_for(weight.detach(), bits, scheme, granularity)[1:]
+            return _params_for(weight.detach(), bits, scheme, granularity, group_size)[1:]
         lo = torch.from_numpy(np.minimum(groups.min(axis=1), 0))
         hi = torch.from_numpy(np.maximum(groups.max(axis=1), 0))
         scale, zero_point = quantization_params(lo, hi, bits, scheme)
@@ -225,13 +261,14 @@ class QuantizationAwareTraining:
     """
 
     def __init__(self, weights: dict[str, torch.Tensor], bits: int, scheme: str, granularity: str,
-                 masks: dict[str, torch.Tensor] | None = None):
+                 masks: dict[str, torch.Tensor] | None = None, group_size: int = 0):
         masks = masks or {}
-        problems = quantization_problems(bits, scheme, granularity, allow_off=True)
+        problems = quantization_problems(bits, scheme, granularity, group_size, allow_off=True)
+        problems += [group_width_problem(name, tuple(w.shape), granularity, group_size) for name, w in weights.items()]
         problems += [f"mask {name!r} matches no weight" for name in masks if name not in weights]
-        raise_problems("quantization-aware training", problems)
+        raise_problems("quantization-aware training", [p for p in problems if p])
         self.weights, self.masks = weights, masks
-        self.bits, self.scheme, self.granularity = bits, scheme, granularity
+        self.bits, self.scheme, self.granularity, self.group_size = bits, scheme, granularity, group_size
         self._latent: dict[str, torch.Tensor] | None = None
 
     def __enter__(self) -> QuantizationAwareTraining:
@@ -240,13 +277,14 @@ class QuantizationAwareTraining:
         self._latent = {}
         if self.bits in UNQUANTIZED_BITS:
             return self
+        grid = (self.bits, self.scheme, self.granularity, self.group_size)
         with torch.no_grad():
             for name, weight in self.weights.items():
                 self._latent[name] = weight.detach().clone()
                 pruned = ~self.masks[name].to(weight.device) if name in self.masks else None
                 if pruned is not None:
                     weight.masked_fill_(pruned, 0)
-                weight.copy_(_fake_quantized(weight.detach(), self.bits, self.scheme, self.granularity))
+                weight.copy_(_fake_quantized(weight.detach(), *grid))
                 if pruned is not None:  # zero is a grid point: a guard, e.g. against a low-precision cast
                     weight.masked_fill_(pruned, 0)
         return self

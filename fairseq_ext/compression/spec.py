@@ -8,9 +8,17 @@ from typing import Any
 
 SCOPES = ("global", "layer")
 SCHEMES = ("symmetric", "asymmetric")
-GRANULARITIES = ("channel", "tensor")
+GRANULARITIES = ("channel", "tensor", "group")
 QUANTIZED_BITS = (2, 3, 4, 5, 6, 7, 8)
 UNQUANTIZED_BITS = (16, 32)
+# Magnitude pruning and round-to-nearest need only the weights; the other methods, and the 2:4
+# pattern, take their masks or weights from a calibrated compressor (see CompressionSpec.calibrated).
+PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
+PRUNE_PATTERNS = ("unstructured", "2:4")
+QUANT_METHODS = ("rtn", "gptq")
+SEMI_STRUCTURED_SPARSITY = {"2:4": 0.5}  # 2 of every 4 consecutive weights pruned
+# Options that specs written by earlier versions lack; their defaults are what those specs meant.
+ADDED_OPTIONS = ("prune_method", "prune_pattern", "quant_method", "group_size")
 
 
 def raise_problems(subject: str, problems: list[str]) -> None:
@@ -34,6 +42,21 @@ def fraction_problem(option: str, value: Any, *, upper_open: bool = True) -> str
     return f"{option}={value!r}: must be a number in [0, {'1)' if upper_open else '1]'}"
 
 
+def group_size_problem(granularity: Any, group_size: Any, granularity_option: str = "granularity",
+                       group_size_option: str = "group_size") -> str | None:
+    """None when group_size is the width of a quantization group (an integer >= 1) for granularity
+    'group', or 0 (unset) for any other granularity."""
+    is_integer = isinstance(group_size, int) and not isinstance(group_size, bool)
+    if granularity == "group":
+        if is_integer and group_size >= 1:
+            return None
+        return f"{granularity_option} 'group' needs {group_size_option} >= 1, an integer (got {group_size!r})"
+    if is_integer and group_size == 0:
+        return None
+    return (f"{group_size_option} {group_size!r} applies only to {granularity_option} 'group' "
+            f"(got {granularity_option} {granularity!r}); 0 leaves it unset")
+
+
 @dataclass(frozen=True)
 class CompressionSpec:
     sparsity: float = 0.0
@@ -43,6 +66,10 @@ class CompressionSpec:
     scheme: str = "symmetric"
     granularity: str = "channel"
     quantize_embeddings: bool = True  # on by default: embeddings dominate the bytes of small models
+    prune_method: str = "magnitude"
+    prune_pattern: str = "unstructured"
+    quant_method: str = "rtn"
+    group_size: int = 0  # columns per quantization group; only with granularity "group"
 
     @property
     def prunes(self) -> bool:
@@ -56,16 +83,38 @@ class CompressionSpec:
     def enabled(self) -> bool:
         return self.prunes or self.quantizes
 
-    def problems(self) -> list[str]:
+    @property
+    def calibrated(self) -> bool:
+        """Whether the masks or the weights must come from a calibrated compressor: everything but
+        unstructured magnitude pruning and round-to-nearest quantization, which need only the weights."""
+        return (self.prunes and (self.prune_method != "magnitude" or self.prune_pattern != "unstructured")) or (
+            self.quantizes and self.quant_method == "gptq"
+        )
+
+    def problems(self, option_names: dict[str, str] | None = None) -> list[str]:
+        """Every problem of the spec, each naming its options. option_names renames them (a front end
+        passes its own spelling, e.g. {"bits": "--quant-bits"}) so that the checks live here only."""
+        name = {f.name: f.name for f in fields(self)} | (option_names or {})
         found = [
-            fraction_problem("sparsity", self.sparsity),
-            choice_problem("scope", self.scope, SCOPES),
-            choice_problem("bits", self.bits, QUANTIZED_BITS + UNQUANTIZED_BITS),
-            choice_problem("scheme", self.scheme, SCHEMES),
-            choice_problem("granularity", self.granularity, GRANULARITIES),
-            choice_problem("prune_embeddings", self.prune_embeddings, (False, True)),
-            choice_problem("quantize_embeddings", self.quantize_embeddings, (False, True)),
+            fraction_problem(name["sparsity"], self.sparsity),
+            choice_problem(name["scope"], self.scope, SCOPES),
+            choice_problem(name["bits"], self.bits, QUANTIZED_BITS + UNQUANTIZED_BITS),
+            choice_problem(name["scheme"], self.scheme, SCHEMES),
+            choice_problem(name["granularity"], self.granularity, GRANULARITIES),
+            choice_problem(name["prune_embeddings"], self.prune_embeddings, (False, True)),
+            choice_problem(name["quantize_embeddings"], self.quantize_embeddings, (False, True)),
+            choice_problem(name["prune_method"], self.prune_method, PRUNE_METHODS),
+            choice_problem(name["prune_pattern"], self.prune_pattern, PRUNE_PATTERNS),
+            choice_problem(name["quant_method"], self.quant_method, QUANT_METHODS),
+            group_size_problem(self.granularity, self.group_size, name["granularity"], name["group_size"]),
         ]
+        for pattern, pattern_sparsity in SEMI_STRUCTURED_SPARSITY.items():
+            if self.prune_pattern == pattern and self.sparsity != pattern_sparsity:
+                found.append(f"{name['prune_pattern']} {pattern!r} needs {name['sparsity']} {pattern_sparsity} "
+                             f"(got {self.sparsity!r})")
+        if self.quant_method == "gptq" and self.bits not in QUANTIZED_BITS:
+            bits_range = f"{QUANTIZED_BITS[0]}..{QUANTIZED_BITS[-1]}"
+            found.append(f"{name['quant_method']} 'gptq' needs {name['bits']} {bits_range} (got {self.bits!r})")
         return [problem for problem in found if problem]
 
     def validate(self) -> None:
@@ -76,12 +125,13 @@ class CompressionSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CompressionSpec:
-        """The inverse of to_dict, validated: unknown or missing keys are problems too."""
+        """The inverse of to_dict, validated: unknown or missing keys are problems too, except that
+        the options added after the first files were written take their defaults when absent."""
         if not isinstance(values, dict):
             raise ValueError(f"invalid compression spec: expected a dict, got {type(values).__name__}")
         names = [f.name for f in fields(cls)]
         problems = [f"unknown option {key!r}: allowed options are {', '.join(names)}" for key in values if key not in names]
-        problems += [f"missing option {name!r}" for name in names if name not in values]
+        problems += [f"missing option {name!r}" for name in names if name not in values and name not in ADDED_OPTIONS]
         raise_problems("compression spec", problems)
         spec = cls(**values)
         spec.validate()
