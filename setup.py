@@ -8,5 +8,5 @@ setup(
     description="Train Large, Then Compress (Li et al., ICML 2020) as a fairseq plugin",
     packages=find_packages(include=["fairseq_ext", "fairseq_ext.*"]),
     python_requires=">=3.10",
-    extras_require={"plots": ["matplotlib"]},
+    extras_require={"plots": ["matplotlib"], "significance": ["sacrebleu"]},
 )

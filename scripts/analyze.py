@@ -5,6 +5,7 @@
     analyze.py frontier --sweep OUT/sweep.jsonl --out DIR
     analyze.py select --sweep OUT/sweep.jsonl --max-mb N [--max-ms N]
     analyze.py report --run OUT [--out OUT/report]
+    analyze.py merge --sweeps OUT/sweep/*.jsonl --out OUT/sweep.jsonl
 
 Needs no fairseq or torch; matplotlib only for the PNGs (without it, the tables are still written).
 """
@@ -18,7 +19,8 @@ from fairseq_ext.analysis.convergence_files import write_convergence
 from fairseq_ext.analysis.frontier_files import write_frontier
 from fairseq_ext.analysis.report import write_report
 from fairseq_ext.analysis.selection import describe, select
-from fairseq_ext.analysis.sweep_results import read_sweep
+from fairseq_ext.analysis.significance import SignificanceTests
+from fairseq_ext.analysis.sweep_results import merge_sweeps, read_sweep
 from fairseq_ext.analysis.training_run import read_training_runs
 
 
@@ -55,13 +57,21 @@ def frontier(args):
 
 def select_command(args):
     selection = select(read_sweep(args.sweep), args.max_mb, args.max_ms)
-    print(describe(selection))
+    print(describe(selection, SignificanceTests(args.sweep)))
     return 0 if selection.best else 1  # a budget nothing fits is an answer, and a failed selection
 
 
 def report(args):
     path, plot_problem = write_report(args.run, args.out, args.metric, args.target, args.min_score)
     return wrote(args, [path], plot_problem)
+
+
+def merge(args):
+    for sweep in args.sweeps:
+        if not sweep.is_file():
+            raise AnalysisError(f"--sweeps {sweep}: no such file (scripts/sweep.py writes it)")
+    merge_sweeps(args.sweeps, args.out, option="--sweeps")
+    return wrote(args, [args.out], None)
 
 
 def wrote(args, paths, plot_problem):
@@ -119,6 +129,15 @@ def parser():
                          help="the uncompressed sweep score a model must reach to count as learned and take part in "
                               "the verdicts (default: BLEU 10, accuracy 60 (%%); no floor for other metrics)")
     command.set_defaults(handler=report)
+
+    command = commands.add_parser("merge", help="several sweep files as one",
+                                  description="One sweep file from several (the recipes sweep each model into a "
+                                              "file of its own): every record in order, its paths to kept "
+                                              "hypotheses and references made relative to the new file.")
+    command.add_argument("--sweeps", nargs="+", type=Path, required=True, metavar="SWEEP",
+                         help="the results of scripts/sweep.py (JSON lines)")
+    command.add_argument("--out", type=Path, required=True, help="the merged file (replaced)")
+    command.set_defaults(handler=merge)
     return main
 
 

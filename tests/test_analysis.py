@@ -14,7 +14,9 @@ from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.frontier import dominates, pareto_frontier
 from fairseq_ext.analysis.selection import describe, select
 from fairseq_ext.analysis.fairseq_output import generation_speed
-from fairseq_ext.analysis.sweep_results import FIELDS, check_record, config_key, level_label, method_of, record_method
+from fairseq_ext.analysis.sweep_results import (
+    FIELDS, check_record, compressor_family, config_key, level_label, method_of, record_method,
+)
 from fairseq_ext.analysis.training_log import read_training_log, wall_at
 
 MODEL_PARAMS = {"small": 1_000, "base": 5_000, "big": 20_000}
@@ -30,12 +32,16 @@ def sweeps(draw, min_size=1):
         model = draw(st.sampled_from(sorted(MODEL_PARAMS)))
         sparsity = draw(st.sampled_from([0.0, 0.5, 0.9]))
         bits = draw(st.sampled_from([32, 8, 4]))
+        # The calibrated compressors, where the config prunes or quantizes (as the sweep writes them).
+        calibrated = draw(st.booleans())
+        compressors = {**({"prune_method": "sparsegpt"} if calibrated and sparsity else {}),
+                       **({"quant_method": "gptq"} if calibrated and bits < 32 else {})}
         return {
             "model": model, "checkpoint": f"{model}.pt", "params": MODEL_PARAMS[model],
             "method": method_of(sparsity, bits), "sparsity": sparsity, "bits": bits,
             "compressed_mb": float(draw(st.integers(1, 12))), "fp32_mb": 12.0,
             "metric": "bleu" if higher else "loss", "value": float(draw(st.integers(0, 8))),
-            "higher_is_better": higher, "subset": "test", "seconds": 1.0,
+            "higher_is_better": higher, "subset": "test", "seconds": 1.0, **compressors,
         }
 
     return draw(st.lists(record(), min_size=min_size, max_size=25))
@@ -276,3 +282,207 @@ def test_decoding_speed_is_read_from_fairseq_generates_own_line():
     assert tokens_per_s == 1254.63 and latency_ms == pytest.approx(1000 / 81.30)
     with pytest.raises(AnalysisError, match="no 'Translated N sentences"):
         generation_speed("Generate test with beam=1: BLEU = 20.10")
+
+
+def compressed_record(model="big", sparsity=0.0, bits=32, value=20.0, mb=1.0, **fields):
+    record = {"model": model, "checkpoint": f"{model}.pt", "params": MODEL_PARAMS[model], "sparsity": sparsity,
+              "bits": bits, "compressed_mb": mb, "fp32_mb": 12.0, "metric": "bleu", "value": value,
+              "higher_is_better": True, "subset": "test", "seconds": 1.0, **fields}
+    record["method"] = record_method(record)
+    return record
+
+
+def test_compressor_families_split_the_configs_and_dense_belongs_to_both():
+    from fairseq_ext.analysis.frontier import family_records
+
+    dense = compressed_record()
+    magnitude = compressed_record(sparsity=0.7)
+    rtn = compressed_record(bits=2)
+    sparsegpt = compressed_record(sparsity=0.7, prune_method="sparsegpt")
+    wanda = compressed_record(sparsity=0.5, prune_method="wanda")
+    gptq = compressed_record(bits=2, quant_method="gptq")
+    mixed = compressed_record(sparsity=0.5, bits=4, prune_method="sparsegpt")  # SparseGPT, then round-to-nearest
+    structured = compressed_record(prune_heads=0.25)
+    records = [dense, magnitude, rtn, sparsegpt, wanda, gptq, mixed, structured]
+    assert [compressor_family(r) for r in records] == [None, "paper", "paper", "calibrated", "calibrated",
+                                                       "calibrated", "calibrated", None]
+    assert family_records(records, "paper") == [dense, magnitude, rtn]
+    assert family_records(records, "calibrated") == [dense, sparsegpt, wanda, gptq, mixed]
+
+
+def test_level_labels_name_the_compressors_other_than_the_papers():
+    assert level_label(compressed_record(sparsity=0.7)) == "70% pruned"
+    assert level_label(compressed_record(sparsity=0.7, prune_method="sparsegpt")) == "70% pruned (SparseGPT)"
+    assert level_label(compressed_record(bits=2, quant_method="gptq")) == "2-bit (GPTQ)"
+    assert level_label(compressed_record(sparsity=0.5, bits=4, prune_method="sparsegpt", quant_method="gptq")) == \
+        "50% pruned + 4-bit (SparseGPT+GPTQ)"
+    assert level_label(compressed_record(sparsity=0.5, bits=4, quant_method="gptq")) == \
+        "50% pruned + 4-bit (magnitude+GPTQ)"
+    assert level_label(compressed_record(sparsity=0.5, bits=4)) == "50% pruned + 4-bit"
+
+
+def test_old_records_keep_their_config_keys_and_each_compressor_is_a_config_of_its_own():
+    old = compressed_record(sparsity=0.7)  # written before the compressors were recorded: no method fields
+    assert config_key(old) == config_key({**old, "prune_method": "magnitude", "quant_method": "rtn"})
+    keys = {config_key(r) for r in (old, compressed_record(sparsity=0.7, prune_method="sparsegpt"),
+                                    compressed_record(sparsity=0.7, prune_method="wanda"))}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"sparsity": 0.5, "prune_method": "obs"}, "prune_method='obs' is not one of magnitude, wanda, sparsegpt"),
+    ({"bits": 4, "quant_method": "awq"}, "quant_method='awq' is not one of rtn, gptq"),
+    ({"prune_method": "sparsegpt"}, "prune_method='sparsegpt' on a config that prunes nothing (sparsity 0)"),
+    ({"quant_method": "gptq"}, "quant_method='gptq' on a config that quantizes nothing (bits 32)"),
+    ({"bits": 4, "quant_method": "gptq", "calibration_samples": "128"}, "calibration_samples='128' is not a int"),
+])
+def test_a_wrong_compressor_field_is_named(fields, named):
+    with pytest.raises(AnalysisError, match=re.escape(named)):
+        check_record(compressed_record(**fields), "sweep.jsonl:2")
+
+
+def write_translations(folder, model, label, lines):
+    path = folder / "hyps" / model / f"{label}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return str(path.relative_to(folder))
+
+
+def references(count=200):
+    """Sentences in pairs that differ in their last word only: the even ones and the odd ones score alike."""
+    words = "un chat noir dort sur la table pendant que le chien court dans le parc".split()
+    return [" ".join(words[i // 2 % 7:i // 2 % 7 + 5 + i // 2 % 5]) + f" {i}" for i in range(count)]
+
+
+def translated(folder, model, label, lines, value, refs="hyps/references.test.txt", **fields):
+    return compressed_record(model, value=value, examples=len(lines),
+                             hypotheses=write_translations(folder, model, label, lines), references=refs, **fields)
+
+
+def test_paired_bootstrap_on_kept_translations_where_the_answer_is_known(tmp_path):
+    from fairseq_ext.analysis.significance import SignificanceTests
+
+    refs = references()
+    (tmp_path / "hyps").mkdir()
+    (tmp_path / "hyps" / "references.test.txt").write_text("".join(line + "\n" for line in refs))
+    tests = SignificanceTests(tmp_path / "sweep.jsonl")
+    perfect = translated(tmp_path, "big", "dense", refs, 100.0)
+    again = translated(tmp_path, "small", "dense", refs, 100.0)
+    empty = translated(tmp_path, "base", "dense", [""] * len(refs), 0.0)
+    same = tests.compare(perfect, again)  # identical translations: no difference at all
+    assert same.p_value == 1.0 and not same.significant and same.text() == "not significant (p = 1.000)"
+    apart = tests.compare(perfect, empty)  # every sentence right vs none: as significant as 1,000 resamples say
+    assert apart.p_value < 0.001 and apart.significant and apart.text() == "p < 0.001"
+    assert "paired bootstrap" in apart.test
+    # The even sentences right against the odd ones: the same BLEU, different translations: not significant.
+    even = translated(tmp_path, "big", "even", [r if i % 2 == 0 else "" for i, r in enumerate(refs)], 50.0)
+    odd = translated(tmp_path, "small", "odd", [r if i % 2 else "" for i, r in enumerate(refs)], 50.0)
+    assert tests.compare(even, odd).p_value > 0.3
+    # Another test set is no comparison.
+    (tmp_path / "hyps" / "references.valid.txt").write_text("".join(line + "\n" for line in refs[::-1]))
+    other = translated(tmp_path, "small", "valid", refs, 100.0, refs="hyps/references.valid.txt")
+    with pytest.raises(AnalysisError, match="different references"):
+        tests.compare(perfect, other)
+    # A sweep copied without its hyps/ folder: named, with what to do.
+    with pytest.raises(AnalysisError, match="keep the sweep's hyps/ folder beside it"):
+        SignificanceTests(tmp_path / "elsewhere" / "sweep.jsonl").compare(perfect, empty)
+
+
+def test_accuracy_differences_are_tested_unpaired_on_the_number_of_examples():
+    from fairseq_ext.analysis.significance import SignificanceTests, two_proportion_p
+
+    # 50% vs 60% of 1,000 examples: z = 0.1 / sqrt(0.55 * 0.45 * 2 / 1000) = 4.49
+    assert two_proportion_p(50.0, 60.0, 1000, 1000) == pytest.approx(math.erfc(4.4947 / math.sqrt(2)), rel=1e-3)
+    assert two_proportion_p(50.0, 60.0, 50, 50) == pytest.approx(0.3149, abs=1e-3)  # z = 1.005
+    assert two_proportion_p(100.0, 100.0, 872, 872) == 1.0
+    a = {**compressed_record(value=85.2, examples=872), "metric": "accuracy"}
+    b = {**compressed_record(model="small", value=80.1, examples=872), "metric": "accuracy"}
+    difference = SignificanceTests("sweep.jsonl").compare(a, b)
+    assert difference.significant and "unpaired" in difference.test
+    # Without the number of examples (an older sweep), or for a loss, there is no test.
+    assert SignificanceTests("sweep.jsonl").compare({k: v for k, v in a.items() if k != "examples"}, b) is None
+    assert SignificanceTests("sweep.jsonl").compare({**a, "metric": "loss"}, {**b, "metric": "loss"}) is None
+
+
+def test_the_report_answers_per_compressor_family_from_the_numbers(tmp_path):
+    """A sweep where GPTQ keeps the large model's 2-bit translations and round-to-nearest does not: with the
+    calibrated compressors the large model wins under more budgets, and the report says so, with its tests."""
+    from sacrebleu.metrics import BLEU
+
+    from fairseq_ext.analysis.report import write_report
+
+    refs = references()
+    (tmp_path / "hyps").mkdir()
+    (tmp_path / "hyps" / "references.test.txt").write_text("".join(line + "\n" for line in refs))
+
+    def config(model, mb, right, label, **fields):
+        """A config whose translations are right for the first `right` of every 20 sentences, scored by sacrebleu."""
+        lines = [r if i % 20 < right else "" for i, r in enumerate(refs)]
+        bleu = round(BLEU().corpus_score(lines, [refs]).score, 2)
+        return {**translated(tmp_path, model, label, lines, bleu, **fields), "compressed_mb": mb}
+
+    records = [
+        config("small", 2.0, 12, "dense"), config("big", 12.0, 20, "dense"),
+        config("small", 0.5, 8, "4-bit", bits=4), config("small", 0.5, 10, "4-bit-gptq", bits=4, quant_method="gptq"),
+        config("big", 1.5, 2, "2-bit", bits=2), config("big", 1.5, 19, "2-bit-gptq", bits=2, quant_method="gptq"),
+    ]
+    for record in records:
+        check_record(record, "sweep.jsonl")
+    (tmp_path / "sweep.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report, _ = write_report(tmp_path)
+    text = report.read_text()
+    families = json.loads((tmp_path / "report" / "families.json").read_text())
+    rows = {(row["budget_mb"], row["family"]): row for row in families["rows"]}
+    assert sorted({budget for budget, _ in rows}) == [0.5, 1.5, 12.0]  # the combined frontier's sizes
+    # 0.5 MB: only the small model fits, nothing to compare with.
+    assert rows[0.5, "paper"]["other_model"] == rows[0.5, "calibrated"]["other_model"] == "none fits"
+    # 1.5 MB: round-to-nearest 2-bit wrecks the large model, GPTQ 2-bit keeps it ahead.
+    assert (rows[1.5, "paper"]["model"], rows[1.5, "paper"]["larger_wins"]) == ("small", False)
+    assert (rows[1.5, "calibrated"]["model"], rows[1.5, "calibrated"]["compression"]) == ("big", "2-bit (GPTQ)")
+    assert rows[1.5, "calibrated"]["larger_wins"] and rows[1.5, "calibrated"]["p_value"] < 0.05
+    # 12 MB: the large model uncompressed, in both families (dense belongs to both).
+    assert rows[12.0, "paper"]["larger_wins"] and rows[12.0, "calibrated"]["larger_wins"]
+    assert families["verdict"] == (
+        'With the calibrated compressors, "train large, then compress" holds more often than with the paper\'s: '
+        "the larger model wins significantly (p < 0.05) under 2 of 2 budgets with the calibrated compressors and "
+        "1 of 2 with the paper's (budgets where both families fit models of two sizes).")
+    assert "## Which model under a memory budget, per compressor family" in text and families["verdict"] in text
+    assert "sacrebleu's paired bootstrap resampling (1,000 resamples)" in text
+    # The paper's comparison carries its test too: GPTQ 2-bit big (1.5 MB) against small dense (2 MB) under 2 MB.
+    budgets = {row["budget_mb"]: row for row in json.loads((tmp_path / "report" / "budgets.json").read_text())}
+    assert budgets[1.5]["dense_model"] == "none fits" and budgets[1.5]["difference"] == "-"
+    for png in ("frontier_all.png", "frontier_paper.png", "frontier_calibrated.png"):
+        assert f"]({png})" in text
+
+
+def test_merged_sweeps_keep_their_translations_reachable(tmp_path):
+    from fairseq_ext.analysis.significance import SignificanceTests
+    from fairseq_ext.analysis.sweep_results import merge_sweeps, read_sweep
+
+    refs = references(10)
+    parts = []
+    for model, right in (("small", 3), ("big", 10)):
+        folder = tmp_path / "sweep"
+        (folder / "hyps").mkdir(parents=True, exist_ok=True)
+        (folder / "hyps" / "references.test.txt").write_text("".join(line + "\n" for line in refs))
+        record = translated(folder, model, "dense", refs[:right] + [""] * (10 - right), 10.0 * right)
+        parts.append(folder / f"{model}.jsonl")
+        parts[-1].write_text(json.dumps(record) + "\n")
+    merge_sweeps(parts, tmp_path / "sweep.jsonl")
+    merged = read_sweep(tmp_path / "sweep.jsonl")
+    assert [r["hypotheses"] for r in merged] == ["sweep/hyps/small/dense.txt", "sweep/hyps/big/dense.txt"]
+    assert SignificanceTests(tmp_path / "sweep.jsonl").compare(*merged).p_value < 1
+
+
+def test_translations_are_read_in_sentence_order_best_hypothesis_first():
+    from fairseq_ext.analysis.fairseq_output import translations
+
+    output = "\n".join([
+        "2026-12-01 10:00:00 | INFO | fairseq_cli.generate | loading model(s)",
+        "S-1\tthe dog", "T-1\tle chien", "H-1\t-0.5\t▁le ▁chien", "D-1\t-0.5\tle chien", "D-1\t-0.9\tun chien",
+        "P-1\t-0.2 -0.3", "S-0\ta cat", "T-0\tun chat", "H-0\t-2.1\t", "D-0\t-2.1\t",  # an empty hypothesis
+        "Generate test with beam=2: BLEU = 50.00 ...",
+    ])
+    assert translations(output) == (["", "le chien"], ["un chat", "le chien"])
+    with pytest.raises(AnalysisError, match="--quiet hides them"):
+        translations("Generate test with beam=2: BLEU = 50.00 ...")

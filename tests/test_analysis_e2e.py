@@ -141,7 +141,7 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
     for row in budgets:
         assert row["kind"].startswith("largest model" if row["params"] == largest else "smaller model")
         assert f"| {row['kind']} |" in text
-    assert "does not test whether small differences are significant" in text
+    assert "Significance: sacrebleu's paired bootstrap resampling (1,000 resamples)" in text
 
 
 def test_report_without_matplotlib_writes_the_tables_and_says_how_to_get_plots(compression_study, tmp_path):

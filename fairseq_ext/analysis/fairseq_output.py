@@ -8,10 +8,13 @@ fairseq-train writes with `--log-file`) and tagged lines (`2026-11-26 17:27:53 |
 console). The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits,
 compressed_mb, fp32_mb, ratio and params, in whichever logging format the tool set up: `... | INFO |
 fairseq_ext.tasks.compression | compressed {...}` or `INFO:fairseq_ext.tasks.compression:compressed {...}`.
+Without --quiet, fairseq-generate prints each sentence's reference (`T-<id>\t<text>`) and detokenized hypotheses
+(`D-<id>\t<score>\t<text>`, best first).
 """
 import json
 import re
 import statistics
+import struct
 
 from . import AnalysisError
 
@@ -21,6 +24,8 @@ COMPRESSED_KEYS = ("sparsity", "bits", "compressed_mb", "fp32_mb", "params")
 TRANSLATED_LINE = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s "
                              r"\(([\d.]+) sentences/s, ([\d.]+) tokens/s\)")
 PARAMS_LINE = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
+SENTENCE_LINE = re.compile(r"([TD])-(\d+)\t(.*)")
+MMAP_INDEX_MAGIC = b"MMIDIDX\x00\x00"  # fairseq's binarized datasets (--dataset-impl mmap, the default)
 
 
 def json_message(line):
@@ -92,6 +97,38 @@ def generation_speed(output):
     if sentences_per_s <= 0:
         raise AnalysisError("fairseq-generate translated no sentence")
     return tokens_per_s, 1000.0 / sentences_per_s
+
+
+def translations(output):
+    """(hypotheses, references) of fairseq-generate's output, in sentence id order: each sentence's best
+    detokenized hypothesis (its first D- line) and its reference (T- line). Needs the output without --quiet."""
+    hypotheses, references = {}, {}
+    for line in output.split("\n"):
+        match = SENTENCE_LINE.fullmatch(line)
+        if not match:
+            continue
+        kind, sentence, text = match.group(1), int(match.group(2)), match.group(3)
+        if kind == "T":
+            references[sentence] = text
+        else:
+            hypotheses.setdefault(sentence, text.split("\t", 1)[1] if "\t" in text else "")
+    if not hypotheses:
+        raise AnalysisError("no 'D-<id>' hypothesis lines in the fairseq-generate output (--quiet hides them)")
+    if sorted(hypotheses) != sorted(references):
+        raise AnalysisError(f"fairseq-generate printed {len(hypotheses)} hypotheses (D- lines) for "
+                            f"{len(references)} references (T- lines)")
+    order = sorted(hypotheses)
+    return [hypotheses[i] for i in order], [references[i] for i in order]
+
+
+def dataset_length(index_file):
+    """How many examples a binarized dataset holds, from the header of its .idx file (magic, version, dtype code,
+    length)."""
+    with open(index_file, "rb") as f:
+        header = f.read(len(MMAP_INDEX_MAGIC) + 8 + 1 + 8)
+    if len(header) < len(MMAP_INDEX_MAGIC) + 17 or not header.startswith(MMAP_INDEX_MAGIC):
+        raise AnalysisError(f"{index_file}: not a fairseq binarized index (fairseq-preprocess --dataset-impl mmap)")
+    return struct.unpack("<Q", header[-8:])[0]
 
 
 def validation_metric(output, subset, metric):

@@ -1,8 +1,9 @@
 """The Pareto frontier of quality vs compressed memory: the configs no other config beats on both at once.
 
 The paper's second claim is read off it: at a given memory, is the frontier point a heavily compressed large
-model or a lightly compressed small one?
+model or a lightly compressed small one? And, per compressor family, does the answer change with the compressors?
 """
+from .sweep_results import compressor_family
 
 
 def better_or_equal(a, b, higher_is_better):
@@ -24,6 +25,11 @@ def pareto_frontier(records):
     """
     frontier = [r for r in records if not any(dominates(other, r) for other in records)]
     return sorted(frontier, key=lambda r: (r["compressed_mb"], r["model"], r["sparsity"], r["bits"]))
+
+
+def family_records(records, family):
+    """Dense and the configs of one compressor family ("paper" or "calibrated", sweep_results.FAMILIES)."""
+    return [r for r in records if r["method"] == "dense" or compressor_family(r) == family]
 
 
 def pruning_records(records):

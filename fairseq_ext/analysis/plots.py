@@ -1,7 +1,7 @@
 """The PNGs: convergence curves and the compression frontier. matplotlib is optional and imported only here,
 when a plot is drawn, with the headless Agg backend (files only, never a window)."""
 from . import AnalysisError
-from .sweep_results import level_label, models_by_size
+from .sweep_results import FAMILIES, compressor_family, level_label, models_by_size
 from .tables import number_text, params_text
 
 INSTALL_HINT = ("plots need matplotlib, which is not installed: pip install matplotlib "
@@ -9,6 +9,11 @@ INSTALL_HINT = ("plots need matplotlib, which is not installed: pip install matp
 METHOD_MARKERS = {"dense": "o", "prune": "^", "quant": "s", "prune+quant": "D", "structured": "v", "int8": "P",
                   "structured+int8": "X"}
 MAX_FRONTIER_LABELS = 12  # beyond this the labels cover the points they name
+# Each compressor family's own frontier, where a plot draws them beside the combined one.
+FAMILY_LINES = {"paper": {"color": "tab:gray", "linestyle": ":"},
+                "calibrated": {"color": "tab:purple", "linestyle": "-."}}
+FAMILY_FRONTIER_LABELS = {"paper": "frontier, the paper's compressors only",
+                          "calibrated": "frontier, calibrated compressors only"}
 
 
 class PlottingUnavailable(AnalysisError):
@@ -65,11 +70,12 @@ def plot_convergence(curves, x, path, target=None, order=None):
     save(plt, fig, path)
 
 
-def plot_frontier(records, frontier, path, title, connect_levels=False, order=None):
-    """Every config as a point (color: model, marker: method) and the Pareto frontier as a step line.
+def plot_frontier(records, frontier, path, title, connect_levels=False, order=None, family_frontiers=None):
+    """Every config as a point (color: model, marker: method; hollow: a calibrated compressor) and the Pareto
+    frontier as a step line; family_frontiers ({family: frontier}) adds each family's own frontier.
 
-    connect_levels joins each model's points in memory order, which reads well when one knob varies (the
-    pruning-only and quantization-only plots) and badly when two do.
+    connect_levels joins each model's points of one compressor family in memory order, which reads well when one
+    knob varies (the pruning-only and quantization-only plots) and badly when two do.
     """
     plt = pyplot()
     from matplotlib.lines import Line2D  # after pyplot(), which is what reports a missing matplotlib
@@ -77,18 +83,21 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
     sizes = models_by_size(records)
     colors = model_colors(plt, [name for name, _ in sizes], order)
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    mbs = [r["compressed_mb"] for r in records]
     for name, _ in sizes:
         own = sorted((r for r in records if r["model"] == name), key=lambda r: r["compressed_mb"])
         if connect_levels:
-            ax.plot([r["compressed_mb"] for r in own], [r["value"] for r in own], color=colors[name], alpha=0.5,
-                    linewidth=1)
+            for family, line in level_lines(own):
+                ax.plot([r["compressed_mb"] for r in line], [r["value"] for r in line], color=colors[name],
+                        alpha=0.5, linewidth=1, linestyle="-." if family == "calibrated" else "-")
         for record in own:
-            ax.scatter(record["compressed_mb"], record["value"], color=colors[name], s=28, zorder=3,
-                       marker=METHOD_MARKERS[record["method"]])
-    # The step runs on to the largest config: with more memory, the best achievable stays the last frontier point.
-    mbs = [r["compressed_mb"] for r in records]
-    steps = [(r["compressed_mb"], r["value"]) for r in frontier] + [(max(mbs), frontier[-1]["value"])]
-    ax.step(*zip(*steps), where="post", color="black", linestyle="--", linewidth=1, zorder=2)
+            hollow = compressor_family(record) == "calibrated"
+            ax.scatter(record["compressed_mb"], record["value"], s=28, zorder=3, marker=METHOD_MARKERS[record["method"]],
+                       facecolors="white" if hollow else colors[name], edgecolors=colors[name], linewidths=1.2)
+    for family, own_frontier in (family_frontiers or {}).items():
+        ax.step(*zip(*frontier_steps(own_frontier, mbs)), where="post", linewidth=1.2, zorder=2,
+                **FAMILY_LINES[family])
+    ax.step(*zip(*frontier_steps(frontier, mbs)), where="post", color="black", linestyle="--", linewidth=1, zorder=2)
     ax.scatter([r["compressed_mb"] for r in frontier], [r["value"] for r in frontier], s=90, zorder=4,
                facecolors="none", edgecolors="black", linewidths=1.2)
     if len(frontier) <= MAX_FRONTIER_LABELS:
@@ -100,13 +109,32 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
     metric = records[0]["metric"]
     ax.set_xlabel("compressed weights (MB)")
     ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     handles = model_and_method_handles(Line2D, colors, sizes, records)
+    if any(compressor_family(r) == "calibrated" for r in records):
+        handles.append(Line2D([], [], color="gray", marker="o", markerfacecolor="white", linestyle="",
+                              label="hollow: calibrated (SparseGPT, GPTQ)"))
     handles.append(Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
-                          label="Pareto frontier"))
-    ax.legend(handles=handles, fontsize=8, loc="best")
+                          label="Pareto frontier" + (", all compressors" if family_frontiers else "")))
+    handles += [Line2D([], [], linewidth=1.2, label=FAMILY_FRONTIER_LABELS[family], **FAMILY_LINES[family])
+                for family in family_frontiers or {}]
+    ax.legend(handles=handles, fontsize=7, loc="best")
     save(plt, fig, path)
+
+
+def level_lines(own):
+    """(family, records) to join for one model: each compressor family's configs with dense, or all the configs
+    where none has a family (the speed view)."""
+    lines = [(family, [r for r in own if compressor_family(r) in (None, family)]) for family in FAMILIES
+             if any(compressor_family(r) == family for r in own)]
+    return lines or [(None, own)]
+
+
+def frontier_steps(frontier, mbs):
+    """The step line of a frontier; it runs on to the largest config: with more memory, the best achievable stays
+    the last frontier point."""
+    return [(r["compressed_mb"], r["value"]) for r in frontier] + [(max(mbs), frontier[-1]["value"])]
 
 
 def plot_speed(records, path, order=None):

@@ -1,8 +1,10 @@
 """`analyze.py report`: everything about one run folder in OUT/report/ (report.md, plots, CSV and JSON).
 
-The run folder is what the recipes leave: OUT/train/<name>/train.log (+ meta.json) per model and OUT/sweep.jsonl.
-The text states only what the numbers show: which model was best under each memory budget, with the best
-uncompressed model that fits beside it, and no claim of significance (each config is evaluated once).
+The run folder is what the recipes leave: OUT/train/<name>/train.log (+ meta.json) per model and OUT/sweep.jsonl
+(with OUT/hyps/, the translations the significance tests read). The text states only what the numbers show: which
+model was best under each memory budget, with the best uncompressed model that fits beside it, per compressor family
+where the sweep has calibrated configs, and whether each difference it draws a verdict from is significant
+(significance.py).
 """
 from dataclasses import replace
 from pathlib import Path
@@ -10,11 +12,13 @@ from pathlib import Path
 from . import AnalysisError
 from .best_size import best_size_lines, check_models, learned_markdown
 from .convergence_files import write_convergence
+from .families import family_budget_rows, family_verdict
 from .frontier import pareto_frontier
-from .frontier_files import frontier_markdown, write_frontier
+from .frontier_files import frontier_markdown, has_families, write_frontier
 from .plots import PlottingUnavailable, plot_speed
 from .selection import describe, select
-from .sweep_results import level_label, models_by_size, read_sweep
+from .significance import ALPHA, TESTS, SignificanceTests, difference_text
+from .sweep_results import FAMILIES, compressor_family, level_label, models_by_size, read_sweep
 from .tables import markdown_table, number_text, params_text, write_json
 from .training_run import read_meta, read_training_runs, size_order
 
@@ -63,9 +67,16 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
         frontier = write_frontier(records, out, order)
         sections.append(frontier_section(frontier, out))
     if learned_records:
-        budgets = budget_rows(learned_records, pareto_frontier(learned_records))
+        tests = SignificanceTests(sweep)
+        left_out = sorted(set(sweep_params) - learned)
+        budgets = budget_rows(learned_records, pareto_frontier(learned_records), tests)
         write_json(out / "budgets.json", budgets)
-        sections.append(budget_section(budgets, learned_records, sorted(set(sweep_params) - learned)))
+        sections.append(budget_section(budgets, learned_records, left_out))
+        if has_families(learned_records):
+            rows = family_budget_rows(learned_records, [row["budget_mb"] for row in budgets], tests)
+            verdict = family_verdict(rows)
+            write_json(out / "families.json", {"rows": rows, "verdict": verdict})
+            sections.append(family_section(rows, verdict, learned_records, left_out))
     elif records:
         sections.append("## Which model under a memory budget\n\nNo swept model learned (see above): no verdict.")
     if records:
@@ -172,19 +183,24 @@ def first_to_target(rows, column, unit):
 
 
 def frontier_section(files, out):
+    families = any(view.name in FAMILIES for view in files.views)
     lines = ["## Compression frontier", "",
-             "Every evaluated config (color: model, marker: method); the dashed step line is the Pareto frontier "
-             "(no other config is both smaller and better)."]
+             "Every evaluated config (color: model, marker: method" + ("; hollow: a calibrated compressor" if families
+                                                                      else "")
+             + "); the dashed step line is the Pareto frontier (no other config is both smaller and better)."
+             + (" The plot of every config also draws each compressor family's own frontier; each family has its "
+                "view below." if families else "")]
     for view in files.views:
-        lines += ["", f"### {view.description.capitalize()}", ""]
+        lines += ["", f"### {view.description[0].upper()}{view.description[1:]}", ""]
         if view.plot:
             lines += [f"![{view.plot.stem}]({view.plot.relative_to(out)})", ""]
         lines += [frontier_markdown(view), "", f"All points: [{view.table.name}]({view.table.relative_to(out)})"]
     return "\n".join(lines)
 
 
-def budget_rows(records, frontier):
-    """The best config under each of a few memory budgets: the sizes of the frontier's points."""
+def budget_rows(records, frontier, tests):
+    """The best config under each of a few memory budgets: the sizes of the frontier's points; tests
+    (SignificanceTests) say whether its lead over the best uncompressed model that fits is significant."""
     sizes = sorted({r["compressed_mb"] for r in frontier})
     if len(sizes) > MAX_BUDGETS:
         step = (len(sizes) - 1) / (MAX_BUDGETS - 1)
@@ -194,6 +210,7 @@ def budget_rows(records, frontier):
     for budget in sizes:
         selection = select(records, budget)
         best, dense = selection.best, selection.best_dense
+        difference = tests.compare(best, dense) if dense and dense is not best else None
         rows.append({
             "budget_mb": budget,
             "model": best["model"],
@@ -206,7 +223,9 @@ def budget_rows(records, frontier):
             # How much better the best config is than the best dense model that fits (never negative: the best
             # ranks first); None where no dense model fits or the best is that dense model.
             "margin": abs(best["value"] - dense["value"]) if dense and dense is not best else None,
-            "answer": describe(selection),
+            "p_value": difference.p_value if difference else None,
+            "difference": difference_text(difference) if dense and dense is not best else "-",
+            "answer": describe(selection, tests),
         })
     return rows
 
@@ -229,9 +248,9 @@ def budget_section(rows, records, left_out=()):
              + among,
              "",
              markdown_table(rows, ["budget_mb", "model", "params", "compression", "value", "kind", "dense_model",
-                                   "dense_value", "margin"],
+                                   "dense_value", "margin", "difference"],
                             ["budget MB", "best model", "params", "compression", metric, "which kind",
-                             "best dense that fits", f"its {metric}", "margin"])]
+                             "best dense that fits", f"its {metric}", "margin", "margin significant?"])]
     kinds = {}
     for row in rows:
         kinds.setdefault(row["kind"], []).append(number_text(row["budget_mb"]))
@@ -242,8 +261,37 @@ def budget_section(rows, records, left_out=()):
     if ties:
         lines += ["", f"Under {', '.join(ties)} MB the best config only ties the best uncompressed model that fits "
                       f"(margin 0; ties go to the smaller config): compression bought nothing measurable there."]
-    lines += ["", "Each config was evaluated once (one checkpoint per size, one seed): the report does not "
-                  "test whether small differences are significant."]
+    lines += ["", significance_note(metric)]
+    return "\n".join(lines)
+
+
+def significance_note(metric):
+    """How the report's differences were tested, for a metric; and what no test can say."""
+    test = (f"Significance: {TESTS[metric]}; \"not significant\" where p >= {ALPHA}." if metric in TESTS
+            else f"The differences in {metric} are not tested for significance (no test for this metric).")
+    return (test + " Each config was evaluated once (one checkpoint per size, one seed): a test says whether the "
+                   "test set tells two configs apart, not whether another training run would.")
+
+
+def family_section(rows, verdict, records, left_out=()):
+    """Per memory budget and compressor family: the winner, the best model of another size, and the verdict."""
+    metric = records[0]["metric"]
+    among = f" Among the models that learned (not {', '.join(left_out)})." if left_out else ""
+    counts = {family: len({level_label(r) for r in records if compressor_family(r) == family}) for family in FAMILIES}
+    lines = ["## Which model under a memory budget, per compressor family", "",
+             "The same budgets, each family on its own (dense models belong to both): "
+             + "; ".join(f"**{family}**: {description}, {counts[family]} compressed configs per model"
+                         for family, description in FAMILIES.items())
+             + ". For each: the best config that fits, the best config of any other model that fits, and whether "
+               "the winner's lead over it is significant." + among,
+             "",
+             markdown_table([{**row, "larger_wins": {True: "yes", False: "no", None: "-"}[row["larger_wins"]]}
+                             for row in rows],
+                            ["budget_mb", "family", "model", "compression", "value", "other_model",
+                             "other_compression", "other_value", "difference", "larger_wins"],
+                            ["budget MB", "compressors", "best model", "compression", metric, "best other size",
+                             "its compression", f"its {metric}", "lead significant?", "larger model wins?"]),
+             "", f"**{verdict}**", "", "Significance as above."]
     return "\n".join(lines)
 
 

@@ -1,12 +1,13 @@
 """Which size and compression to deploy under a memory (and, where measured, latency) budget.
 
 The answer comes with the paper's comparison: what the best uncompressed (dense 32-bit) model that fits the
-same budget scores.
+same budget scores, and whether the difference is significant (significance.py) where the sweep kept what the
+test needs.
 """
 from dataclasses import dataclass
 
 from . import AnalysisError
-from .sweep_results import level_label
+from .sweep_results import compressors, level_label
 from .tables import number_text, params_text
 
 
@@ -23,7 +24,8 @@ class Selection:
 def rank(record):
     """Best first: higher (or lower) metric, then fewer MB, fewer parameters, and the config's name for a tie."""
     value = -record["value"] if record["higher_is_better"] else record["value"]
-    return (value, record["compressed_mb"], record["params"], record["model"], record["sparsity"], -record["bits"])
+    return (value, record["compressed_mb"], record["params"], record["model"], record["sparsity"], -record["bits"],
+            *compressors(record))
 
 
 def select(records, max_mb, max_ms=None):
@@ -52,8 +54,9 @@ def score_text(record):
     return f"{record['metric']} {number_text(record['value'])}"
 
 
-def describe(selection):
-    """The answer in one line."""
+def describe(selection, tests=None):
+    """The answer in one line; tests (significance.SignificanceTests of the sweep) add whether the best config's
+    lead over the best uncompressed model that fits is significant."""
     budget = f"{number_text(selection.max_mb)} MB"
     if selection.max_ms is not None:
         budget += f" and {number_text(selection.max_ms)} ms"
@@ -73,5 +76,8 @@ def describe(selection):
         return line + "; it is itself the best uncompressed model that fits"
     # best ranks first, so the dense model scores the same or worse.
     gap = "the same" if dense["value"] == best["value"] else f"{number_text(abs(best['value'] - dense['value']))} worse"
+    difference = tests.compare(best, dense) if tests else None
+    if difference:
+        gap += f"; {difference.text()}"
     return (line + f"; the best uncompressed model that fits, {dense['model']} ({params_text(dense['params'])} "
             f"params, {number_text(dense['compressed_mb'])} MB), scores {score_text(dense)} ({gap})")

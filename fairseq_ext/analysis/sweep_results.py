@@ -15,9 +15,19 @@ and, optional (absent = off / not measured):
                                                --prune-ffn, --int8-kernels); compressed_mb is then the memory of
                                                the weights as they run: the shrunk fp32 matrices, int8 codes
     tokens_per_s, latency_ms                   fairseq-generate's decoding speed: tokens/s, and ms per sentence
+    prune_method, quant_method                 which pruning (magnitude | wanda | sparsegpt; absent: magnitude) and
+                                               quantization (rtn: round-to-nearest | gptq; absent: rtn), present
+                                               only where the config prunes / quantizes with another method
+    calibration_samples, calibration_seconds   calibrated configs (Wanda, SparseGPT, GPTQ): how many training
+                                               samples they calibrated on, and how long that took (where logged)
+    examples                                   how many examples (sentences) the value was measured on
+    hypotheses, references                     translation: the detokenized hypotheses, one line per sentence in
+                                               the subset's order, and the references, as paths relative to the
+                                               folder of the sweep file (what the significance tests read)
 """
 import json
 import os
+import re
 from pathlib import Path
 
 from . import AnalysisError
@@ -27,8 +37,23 @@ FIELDS = {
     "compressed_mb": float, "fp32_mb": float, "metric": str, "value": float, "higher_is_better": bool,
     "subset": str, "seconds": float,
 }
-OPTIONAL_FIELDS = {"prune_heads": float, "prune_ffn": float, "int8": bool, "tokens_per_s": float, "latency_ms": float}
+OPTIONAL_FIELDS = {
+    "prune_heads": float, "prune_ffn": float, "int8": bool, "tokens_per_s": float, "latency_ms": float,
+    "prune_method": str, "quant_method": str, "calibration_samples": int, "calibration_seconds": float,
+    "examples": int, "hypotheses": str, "references": str,
+}
 SPEED_DEFAULTS = {"prune_heads": 0.0, "prune_ffn": 0.0, "int8": False}
+# The compressors (--prune-method, --quant-method) as a table or a plot names them; the first of each is the
+# paper's and the default, which a record leaves out.
+PRUNE_METHODS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
+QUANT_METHODS = {"rtn": "RTN", "gptq": "GPTQ"}
+COMPRESSOR_DEFAULTS = {"prune_method": "magnitude", "quant_method": "rtn"}
+CALIBRATED_METHODS = ("wanda", "sparsegpt", "gptq")  # they need calibration samples (--calib-samples)
+# Dense belongs to every family; the speed configs (structured pruning, int8 kernels) to none.
+FAMILIES = {
+    "paper": "the paper's compressors (magnitude pruning, round-to-nearest quantization)",
+    "calibrated": "calibrated compressors (SparseGPT or Wanda pruning, GPTQ quantization)",
+}
 METHODS = ("dense", "prune", "quant", "prune+quant", "structured", "int8", "structured+int8")
 FULL_PRECISION_BITS = 32
 
@@ -49,9 +74,36 @@ def record_method(record):
     return method_of(record["sparsity"], record["bits"], *speed_settings(record))
 
 
+def compressors(record):
+    """(prune_method, quant_method) of a record or config, the defaults where absent."""
+    return tuple(record.get(name, default) for name, default in COMPRESSOR_DEFAULTS.items())
+
+
+def methods_in_use(record):
+    """The pruning and quantization methods that compress this config: e.g. ("sparsegpt", "gptq"), ("rtn",), ()."""
+    prune_method, quant_method = compressors(record)
+    pruned, quantized = record["sparsity"] > 0, record["bits"] < FULL_PRECISION_BITS
+    return (prune_method,) * pruned + (quant_method,) * quantized
+
+
+def is_calibrated(record):
+    """Whether a method that needs calibration samples (Wanda, SparseGPT, GPTQ) compresses the config."""
+    return any(method in CALIBRATED_METHODS for method in methods_in_use(record))
+
+
+def compressor_family(record):
+    """"calibrated" where a calibrated method compresses the config (also beside magnitude pruning or
+    round-to-nearest), "paper" where only magnitude pruning and round-to-nearest do; None for dense, which belongs
+    to every family, and for the speed configs (structured pruning, int8 kernels), which belong to none."""
+    if record["method"] not in ("prune", "quant", "prune+quant"):
+        return None
+    return "calibrated" if is_calibrated(record) else "paper"
+
+
 def level_label(record):
     """How a config reads in a table or a plot: "dense", "50% pruned", "4-bit", "50% pruned + 4-bit",
-    "25% heads + 50% FFN removed", "int8 kernels"."""
+    "25% heads + 50% FFN removed", "int8 kernels"; with other compressors than the paper's, their names:
+    "70% pruned (SparseGPT)", "2-bit (GPTQ)", "50% pruned + 4-bit (SparseGPT+GPTQ)"."""
     heads, ffn, int8 = speed_settings(record)
     parts = []
     if record["sparsity"] > 0:
@@ -63,14 +115,23 @@ def level_label(record):
         parts.append(" + ".join(removed) + " removed")
     if int8:
         parts.append("int8 kernels")
-    return " + ".join(parts) or "dense"
+    label = " + ".join(parts) or "dense"
+    used = methods_in_use(record)
+    if any(method not in COMPRESSOR_DEFAULTS.values() for method in used):
+        label += " (" + "+".join({**PRUNE_METHODS, **QUANT_METHODS}[method] for method in used) + ")"
+    return label
+
+
+def config_slug(record):
+    """The config's label as a file name: "dense", "70pct-pruned-sparsegpt", "50pct-pruned-4-bit-sparsegpt-gptq"."""
+    return re.sub(r"[^a-z0-9]+", "-", level_label(record).replace("%", "pct").lower()).strip("-")
 
 
 def config_key(record):
     """What makes two records the same evaluation, so a resumed sweep skips it."""
     heads, ffn, int8 = speed_settings(record)
     return (record["model"], record["checkpoint"], round(record["sparsity"], 6), record["bits"], record["subset"],
-            round(heads, 6), round(ffn, 6), bool(int8))
+            round(heads, 6), round(ffn, 6), bool(int8), *compressors(record))
 
 
 def check_record(record, where):
@@ -85,6 +146,17 @@ def check_record(record, where):
         fits = isinstance(value, kind) or (kind is float and isinstance(value, int))
         if not fits or (kind is not bool and isinstance(value, bool)):
             raise AnalysisError(f"{where}: {name}={value!r} is not a {kind.__name__}")
+    prune_method, quant_method = compressors(record)
+    for name, value, known in (("prune_method", prune_method, PRUNE_METHODS),
+                               ("quant_method", quant_method, QUANT_METHODS)):
+        if value not in known:
+            raise AnalysisError(f"{where}: {name}={value!r} is not one of {', '.join(known)}")
+    # A method of a compression the config does not apply would make a second key for the same evaluation.
+    if prune_method != COMPRESSOR_DEFAULTS["prune_method"] and record["sparsity"] == 0:
+        raise AnalysisError(f"{where}: prune_method={prune_method!r} on a config that prunes nothing (sparsity 0)")
+    if quant_method != COMPRESSOR_DEFAULTS["quant_method"] and record["bits"] >= FULL_PRECISION_BITS:
+        raise AnalysisError(f"{where}: quant_method={quant_method!r} on a config that quantizes nothing "
+                            f"(bits {record['bits']})")
     if record["method"] != record_method(record):
         raise AnalysisError(f"{where}: method {record['method']!r} does not match its config "
                             f"({level_label(record)}: {record_method(record)})")
@@ -121,20 +193,41 @@ def read_sweep(path, *, option="--sweep"):
     return records
 
 
+def write_atomically(path, text):
+    """The file is written next to its place (under a name of this process's) and renamed over it: a reader, or a
+    process killed mid-write, never sees half of it."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+
+
 def append_record(path, record):
-    """Atomic: the file with the new line is written next to it and renamed over it, so a sweep killed mid-write
-    leaves every earlier line intact and no torn last line (which would stop the resumed sweep)."""
+    """Atomic: a sweep killed mid-write leaves every earlier line intact and no torn last line (which would stop
+    the resumed sweep)."""
     check_record(record, "sweep record")
     path = Path(path)
     previous = path.read_text() if path.exists() else ""
     if previous and not previous.endswith("\n"):
         previous += "\n"
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as out:
-        out.write(previous + json.dumps(record) + "\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, previous + json.dumps(record) + "\n")
+
+
+def merge_sweeps(parts, out, *, option="--sweep"):
+    """Several sweep files as one (the recipes sweep each model into a file of its own), their records in order,
+    each path to hypotheses and references made relative to the new file's folder."""
+    out = Path(out)
+    lines = []
+    for part in map(Path, parts):
+        for record in load_records(part, option=option):
+            for field in ("hypotheses", "references"):
+                if field in record:
+                    record[field] = os.path.relpath(part.parent / record[field], out.parent)
+            lines.append(json.dumps(record) + "\n")
+    write_atomically(out, "".join(lines))
 
 
 def models_by_size(records):
