@@ -10,14 +10,22 @@ from fairseq.tasks import TASK_DATACLASS_REGISTRY, TASK_REGISTRY
 from omegaconf import OmegaConf
 
 from clitools import REPO, run
-from fairseq_ext.compression import sparsity_at
+from fairseq_ext.compression import CompressionSpec, sparsity_at
 from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF
-from fairseq_ext.tasks.compression_config import COMPRESSION_FIELDS, compression_problems
+from fairseq_ext.tasks.compression import compression_spec
+from fairseq_ext.tasks.compression_config import (
+    COMPRESSION_FIELDS,
+    check_compression_config,
+    compression_problems,
+    refuse_calibration_in_training,
+    unused_flags,
+)
 from fairseq_ext.tasks.compression_overrides import dropped_compression_flags, dropped_flags_message
 
-FLAGS = ["--prune-sparsity", "--prune-scope", "--prune-embeddings", "--prune-schedule", "--prune-start-update",
-         "--prune-end-update", "--prune-every", "--prune-fraction", "--quant-bits", "--quant-scheme",
-         "--quant-granularity", "--quant-skip-embeddings", "--quant-aware"]
+FLAGS = ["--prune-sparsity", "--prune-scope", "--prune-embeddings", "--prune-method", "--prune-pattern",
+         "--prune-schedule", "--prune-start-update", "--prune-end-update", "--prune-every", "--prune-fraction",
+         "--quant-bits", "--quant-scheme", "--quant-granularity", "--quant-group-size", "--quant-method",
+         "--quant-skip-embeddings", "--quant-aware", "--calib-subset", "--calib-samples", "--calib-seed"]
 
 
 def parse(*argv, data="/no/data"):
@@ -49,6 +57,18 @@ def test_flags_parse_with_their_defaults_off():
     assert (args.prune_start_update, args.prune_end_update, args.prune_every) == (2, 10, 2)
     assert (args.quant_bits, args.quant_scheme, args.quant_granularity) == (4, "asymmetric", "tensor")
     assert args.quant_skip_embeddings and args.quant_aware
+    assert (args.prune_method, args.prune_pattern, args.quant_method, args.quant_group_size) == ("magnitude",
+                                                                                                "unstructured", "rtn", 0)
+    assert (args.calib_subset, args.calib_samples, args.calib_seed) == ("train", 128, 1)
+    args = parse("--task", "compressed_translation", "--arch", "transformer", "--prune-sparsity", "0.5",
+                 "--prune-method", "sparsegpt", "--prune-pattern", "2:4", "--quant-bits", "4", "--quant-method",
+                 "gptq", "--quant-granularity", "group", "--quant-group-size", "64", "--calib-subset", "valid",
+                 "--calib-samples", "32", "--calib-seed", "7")
+    assert (args.prune_method, args.prune_pattern, args.quant_method) == ("sparsegpt", "2:4", "gptq")
+    assert (args.quant_granularity, args.quant_group_size) == ("group", 64)
+    assert (args.calib_subset, args.calib_samples, args.calib_seed) == ("valid", 32, 7)
+    assert compression_spec(args) == CompressionSpec(sparsity=0.5, bits=4, granularity="group", group_size=64,
+                                                     prune_method="sparsegpt", prune_pattern="2:4", quant_method="gptq")
 
 
 def config(**flags):
@@ -59,17 +79,83 @@ def config(**flags):
 @pytest.mark.parametrize("flags, expected", [
     ({"quant_aware": True}, ["--quant-aware", "--quant-bits 2..8"]),
     ({"prune_sparsity": 1.0}, ["--prune-sparsity", "[0, 1)"]),
-    ({"quant_bits": 12}, ["--quant-bits", "2..8", "16/32"]),
+    ({"quant_bits": 12}, ["--quant-bits=12: allowed values are 2, 3, 4, 5, 6, 7, 8, 16, 32"]),
     ({"prune_sparsity": 0.5, "prune_schedule": "gradual"}, ["--prune-schedule gradual", "--prune-end-update"]),
     ({"prune_sparsity": 0.5, "prune_start_update": 20, "prune_end_update": 10}, ["ends before it starts",
                                                                                "--prune-end-update 10"]),
     ({"prune_sparsity": 0.5, "prune_schedule": "iterative"}, ["--prune-fraction", "(0, 1)"]),
     ({"prune_sparsity": 0.5, "prune_fraction": 0.2}, ["--prune-fraction", "only applies", "iterative"]),
     ({"prune_every": 0}, ["--prune-every", ">= 1"]),
+    ({"prune_method": "obs"}, ["--prune-method='obs': allowed values are 'magnitude', 'wanda', 'sparsegpt'"]),
+    ({"prune_sparsity": 0.6, "prune_pattern": "2:4"}, ["--prune-pattern '2:4' needs --prune-sparsity 0.5 (got 0.6)"]),
+    ({"quant_method": "gptq"}, ["--quant-method 'gptq' needs --quant-bits 2..8 (got 32)"]),
+    ({"quant_bits": 4, "quant_granularity": "group"},
+     ["--quant-granularity 'group' needs --quant-group-size >= 1, an integer (got 0)"]),
+    ({"quant_bits": 4, "quant_granularity": "group", "quant_group_size": -64},
+     ["--quant-granularity 'group' needs --quant-group-size >= 1, an integer (got -64)"]),
+    ({"calib_samples": 0}, ["--calib-samples must be >= 1 (got 0)"]),
+    ({"calib_subset": ""}, ["--calib-subset must name a data subset"]),
 ])
 def test_each_contradiction_names_its_flags(flags, expected):
     problems = compression_problems(config(**flags))
     assert len(problems) == 1 and all(text in problems[0] for text in expected), problems
+
+
+def test_the_core_checks_the_spec_and_the_task_names_its_flags():
+    # One problem each from the core (sparsity, 2:4, gptq, group size) and from the task (schedule, calibration).
+    problems = compression_problems(config(prune_sparsity=1.5, prune_pattern="2:4", quant_method="gptq",
+                                           quant_granularity="group", prune_every=0, calib_samples=-1))
+    assert problems == [
+        "--prune-sparsity=1.5: must be a number in [0, 1)",
+        "--quant-granularity 'group' needs --quant-group-size >= 1, an integer (got 0)",
+        "--prune-pattern '2:4' needs --prune-sparsity 0.5 (got 1.5)",
+        "--quant-method 'gptq' needs --quant-bits 2..8 (got 32)",
+        "--prune-every must be >= 1 (got 0)",
+        "--calib-samples must be >= 1 (got -1)",
+    ]
+
+
+@pytest.mark.parametrize("flags, unused", [
+    ({"quant_bits": 4, "quant_group_size": 128}, ["quant_group_size"]),  # channel granularity: no groups
+    ({"quant_granularity": "group", "quant_group_size": 128}, ["quant_granularity", "quant_group_size"]),
+    ({"quant_bits": 4, "quant_granularity": "group", "quant_group_size": 128}, []),
+    ({"prune_method": "wanda"}, ["prune_method"]),
+    ({"calib_samples": 64, "calib_subset": "valid", "calib_seed": 3}, ["calib_subset", "calib_samples", "calib_seed"]),
+    ({"prune_sparsity": 0.5, "calib_samples": 64}, ["calib_samples"]),  # magnitude pruning reads no data
+    ({"prune_sparsity": 0.5, "prune_method": "wanda", "calib_samples": 64}, []),
+    ({"prune_sparsity": 0.5, "prune_pattern": "2:4", "calib_seed": 3}, []),
+    ({"quant_bits": 4, "quant_method": "gptq", "calib_subset": "valid"}, []),
+])
+def test_flags_that_cannot_act_are_named(flags, unused):
+    assert unused_flags(config(**flags)) == unused
+
+
+def test_unused_flags_are_a_warning_not_an_error(caplog):
+    with caplog.at_level("WARNING", logger="fairseq_ext.tasks.compression_config"):
+        check_compression_config(config(quant_bits=4, quant_group_size=128, calib_samples=64))
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith("--quant-group-size, --calib-samples have no effect: ")
+    assert "--quant-group-size only with --quant-granularity group" in message
+    assert "--calib-* flags only with a calibrated method" in message
+    assert compression_spec(config(quant_bits=4, quant_group_size=128)).group_size == 0
+
+
+@pytest.mark.parametrize("flags, named", [
+    ({"prune_sparsity": 0.5, "prune_method": "wanda"}, "--prune-method wanda: fairseq-train prunes by magnitude"),
+    ({"prune_sparsity": 0.5, "prune_method": "sparsegpt", "prune_pattern": "2:4", "quant_bits": 4,
+      "quant_method": "gptq"}, "--prune-method sparsegpt, --prune-pattern 2:4, --quant-method gptq: fairseq-train"),
+    ({"prune_sparsity": 0.5, "prune_pattern": "2:4"}, "--prune-pattern 2:4: fairseq-train prunes by magnitude"),
+])
+def test_training_refuses_the_calibrated_methods(flags, named):
+    with pytest.raises(ValueError) as error:
+        refuse_calibration_in_training(config(**flags))
+    assert str(error.value).startswith(named) and "drop them from this command" in str(error.value)
+
+
+@pytest.mark.parametrize("flags", [{}, {"prune_sparsity": 0.5, "quant_bits": 4, "quant_granularity": "group",
+                                        "quant_group_size": 8}, {"prune_method": "wanda"}])
+def test_training_accepts_magnitude_and_round_to_nearest(flags):
+    refuse_calibration_in_training(config(**flags))  # (an unused --prune-method is a warning, not a refusal)
 
 
 def test_all_problems_are_reported_together_at_task_start_up():

@@ -45,15 +45,22 @@ MB = 1e6  # the core's reports count decimal megabytes
 
 
 def compression_spec(cfg, sparsity=None):
-    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training)."""
+    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training).
+    --quant-group-size reaches the spec only with --quant-granularity group: elsewhere it is an unused flag (a
+    warning, as for the other flags that cannot act), not an error."""
+    granularity = value(cfg, "quant_granularity")
     return CompressionSpec(
         sparsity=value(cfg, "prune_sparsity") if sparsity is None else sparsity,
         scope=value(cfg, "prune_scope"),
         prune_embeddings=bool(value(cfg, "prune_embeddings")),
         bits=int(value(cfg, "quant_bits")),
         scheme=value(cfg, "quant_scheme"),
-        granularity=value(cfg, "quant_granularity"),
+        granularity=granularity,
         quantize_embeddings=not value(cfg, "quant_skip_embeddings"),
+        prune_method=value(cfg, "prune_method"),
+        prune_pattern=value(cfg, "prune_pattern"),
+        quant_method=value(cfg, "quant_method"),
+        group_size=value(cfg, "quant_group_size") if granularity == "group" else 0,
     )
 
 

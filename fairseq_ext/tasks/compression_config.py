@@ -7,7 +7,9 @@ into a ``store_false`` flag whose name says the opposite of what it does.
 
 The choices and the defaults are the core's (CompressionSpec, PruningSchedule): this file maps them to flags.
 ``check_compression_config`` validates the flags as a whole at start-up and reports every problem at once, in the
-user's vocabulary (flag names and allowed values), not the core's argument names.
+user's vocabulary (flag names and allowed values), not the core's argument names: the spec's own checks come from
+CompressionSpec.problems, told the flag spelling of each option (SPEC_OPTION_FIELDS); only what the core cannot know
+(schedule, training, calibration data, speed flags) is checked here.
 """
 import logging
 from dataclasses import dataclass, field, fields
@@ -18,7 +20,15 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq_ext.compression import CompressionSpec, PruningSchedule
 from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
 from fairseq_ext.compression.schedules import SCHEDULES
-from fairseq_ext.compression.spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, SCOPES, UNQUANTIZED_BITS
+from fairseq_ext.compression.spec import (
+    GRANULARITIES,
+    PRUNE_METHODS,
+    PRUNE_PATTERNS,
+    QUANT_METHODS,
+    QUANTIZED_BITS,
+    SCHEMES,
+    SCOPES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,17 @@ class CompressionConfig(FairseqDataclass):
     )
     prune_embeddings: bool = field(
         default=SPEC.prune_embeddings, metadata={"help": "prune the embedding matrices too (by default they are kept dense)"}
+    )
+    prune_method: ChoiceEnum(list(PRUNE_METHODS)) = field(
+        default=SPEC.prune_method,
+        metadata={"help": "which weights to prune: smallest magnitude, wanda (smallest |weight| x input norm, Sun et "
+                          "al. 2024) or sparsegpt (Frantar & Alistarh 2023, also updates the kept weights); wanda and "
+                          "sparsegpt calibrate on --calib-samples of --calib-subset; evaluation only"},
+    )
+    prune_pattern: ChoiceEnum(list(PRUNE_PATTERNS)) = field(
+        default=SPEC.prune_pattern,
+        metadata={"help": "unstructured, or 2:4 (2 of every 4 consecutive weights of a row, with --prune-sparsity "
+                          "0.5); evaluation only"},
     )
     prune_schedule: ChoiceEnum(list(SCHEDULES)) = field(
         default=SCHEDULE.schedule,
@@ -62,7 +83,18 @@ class CompressionConfig(FairseqDataclass):
         default=SPEC.scheme, metadata={"help": "quantization grid: symmetric around 0, or asymmetric (min..max)"}
     )
     quant_granularity: ChoiceEnum(list(GRANULARITIES)) = field(
-        default=SPEC.granularity, metadata={"help": "one quantization scale per output channel (row), or per tensor"}
+        default=SPEC.granularity,
+        metadata={"help": "one quantization scale per output channel (row), per tensor, or per group of "
+                          "--quant-group-size columns of a row"},
+    )
+    quant_group_size: int = field(
+        default=SPEC.group_size,
+        metadata={"help": "columns per quantization group with --quant-granularity group (0: unset)"},
+    )
+    quant_method: ChoiceEnum(list(QUANT_METHODS)) = field(
+        default=SPEC.quant_method,
+        metadata={"help": "rtn (round-to-nearest) or gptq (Frantar et al. 2023: column by column, correcting the "
+                          "columns not yet rounded; calibrates on --calib-samples of --calib-subset); evaluation only"},
     )
     quant_skip_embeddings: bool = field(
         default=not SPEC.quantize_embeddings, metadata={"help": "keep the embedding matrices in float (by default they are quantized)"}
@@ -72,6 +104,10 @@ class CompressionConfig(FairseqDataclass):
         metadata={"help": "while training: quantization-aware training (forward and backward at --quant-bits, "
                           "float weights updated by the straight-through estimator)"},
     )
+    # Calibration data of wanda, sparsegpt, gptq and the 2:4 pattern (evaluation only).
+    calib_subset: str = field(default="train", metadata={"help": "data subset the calibration samples come from"})
+    calib_samples: int = field(default=128, metadata={"help": "number of calibration samples (sentences)"})
+    calib_seed: int = field(default=1, metadata={"help": "seed of the draw of the calibration samples"})
     # Inference speed (inference_speed.py): act on a loaded checkpoint, after the pruning/quantization above.
     prune_heads: float = field(
         default=0.0,
@@ -98,6 +134,16 @@ class CompressionConfig(FairseqDataclass):
 # The flags' fields, without the `_name` every FairseqDataclass carries.
 COMPRESSION_FIELDS = tuple(f.name for f in fields(CompressionConfig) if f.name not in FairseqDataclass.__dataclass_fields__)
 DEFAULTS = {f.name: f.default for f in fields(CompressionConfig) if f.name in COMPRESSION_FIELDS}
+# ChoiceEnum fields: their values are StrEnums in a live config.
+CHOICE_FIELDS = ("prune_scope", "prune_method", "prune_pattern", "prune_schedule", "quant_scheme", "quant_granularity",
+                 "quant_method", "int8_engine")
+# CompressionSpec option -> the config field (flag) that sets it. quantize_embeddings is left out: it is the negation
+# of --quant-skip-embeddings, and compression_spec() always gives it a valid bool.
+SPEC_OPTION_FIELDS = {
+    "sparsity": "prune_sparsity", "scope": "prune_scope", "prune_embeddings": "prune_embeddings",
+    "prune_method": "prune_method", "prune_pattern": "prune_pattern", "bits": "quant_bits", "scheme": "quant_scheme",
+    "granularity": "quant_granularity", "group_size": "quant_group_size", "quant_method": "quant_method",
+}
 
 
 def flag(name):
@@ -108,7 +154,14 @@ def flag(name):
 def value(cfg, name):
     """A field's value as plain Python (ChoiceEnum values are StrEnums in a live config)."""
     v = getattr(cfg, name, DEFAULTS[name])
-    return str(v) if name in ("prune_scope", "prune_schedule", "quant_scheme", "quant_granularity", "int8_engine") else v
+    return str(v) if name in CHOICE_FIELDS else v
+
+
+def spec_of(cfg):
+    """compression_spec(cfg): the core's spec for these flags."""
+    from .compression import compression_spec  # imported here: compression.py imports this module
+
+    return compression_spec(cfg)
 
 
 def pruning_on(cfg):
@@ -123,15 +176,16 @@ def compression_on(cfg):
     return pruning_on(cfg) or quantization_on(cfg)
 
 
+def calibration_on(cfg):
+    """Whether compression reads calibration data: a calibrated method or the 2:4 pattern, pruning or quantizing."""
+    return spec_of(cfg).calibrated
+
+
 def compression_problems(cfg):
     """Every contradiction among the flags, each naming the flag(s) and what is allowed; [] when consistent."""
     v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
-    problems = []
-    if not 0.0 <= v["prune_sparsity"] < 1.0:
-        problems.append(f"--prune-sparsity must be in [0, 1) (got {v['prune_sparsity']})")
+    problems = spec_of(cfg).problems({option: flag(name) for option, name in SPEC_OPTION_FIELDS.items()})
     bits = v["quant_bits"]
-    if bits not in QUANTIZED_BITS + UNQUANTIZED_BITS:
-        problems.append(f"--quant-bits must be 2..8, or 16/32 for no quantization (got {bits})")
     if v["quant_aware"] and bits not in QUANTIZED_BITS:
         problems.append(f"--quant-aware needs --quant-bits 2..8 to train for (got --quant-bits {bits})")
     start, end, every = v["prune_start_update"], v["prune_end_update"], v["prune_every"]
@@ -153,8 +207,24 @@ def compression_problems(cfg):
     if schedule != "iterative" and fraction != 0.0:
         problems.append(f"--prune-fraction {fraction} only applies to --prune-schedule iterative "
                         f"(got --prune-schedule {schedule})")
+    if not (isinstance(v["calib_samples"], int) and v["calib_samples"] >= 1):
+        problems.append(f"--calib-samples must be >= 1 (got {v['calib_samples']})")
+    if not (isinstance(v["calib_subset"], str) and v["calib_subset"]):
+        problems.append(f"--calib-subset must name a data subset, e.g. train or valid (got {v['calib_subset']!r})")
     problems += speed_problems(v)
     return problems
+
+
+def refuse_calibration_in_training(cfg):
+    """fairseq-train prunes by magnitude (unstructured, on its schedule) and quantizes by round-to-nearest: a
+    calibrated method or the 2:4 pattern there would be silently replaced, so it is refused instead."""
+    if spec_of(cfg).calibrated:
+        named = [f"{flag(n)} {value(cfg, n)}" for n in ("prune_method", "prune_pattern", "quant_method")
+                 if value(cfg, n) != DEFAULTS[n]]
+        raise ValueError(f"{', '.join(named)}: fairseq-train prunes by magnitude (unstructured) and quantizes by "
+                         "round-to-nearest; the calibrated methods and the 2:4 pattern act on a loaded checkpoint "
+                         "(fairseq-generate, fairseq-validate, fairseq-interactive, scripts/pack_checkpoint.py): "
+                         "drop them from this command")
 
 
 def speed_problems(v):
@@ -179,10 +249,17 @@ def unused_flags(cfg):
     v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
     unused = []
     if not pruning_on(cfg):
-        unused += [n for n in ("prune_scope", "prune_embeddings", "prune_schedule", "prune_start_update",
-                               "prune_end_update", "prune_every", "prune_fraction") if v[n] != DEFAULTS[n]]
+        unused += [n for n in ("prune_scope", "prune_embeddings", "prune_method", "prune_pattern", "prune_schedule",
+                               "prune_start_update", "prune_end_update", "prune_every", "prune_fraction")
+                   if v[n] != DEFAULTS[n]]
     if not quantization_on(cfg):
-        unused += [n for n in ("quant_scheme", "quant_granularity", "quant_skip_embeddings") if v[n] != DEFAULTS[n]]
+        unused += [n for n in ("quant_scheme", "quant_granularity", "quant_method", "quant_skip_embeddings")
+                   if v[n] != DEFAULTS[n]]
+    group_size_acts = quantization_on(cfg) and v["quant_granularity"] == "group"
+    if not group_size_acts and v["quant_group_size"] != DEFAULTS["quant_group_size"]:
+        unused.append("quant_group_size")
+    if not calibration_on(cfg):
+        unused += [n for n in ("calib_subset", "calib_samples", "calib_seed") if v[n] != DEFAULTS[n]]
     if not v["int8_kernels"] and v["int8_engine"] != DEFAULTS["int8_engine"]:
         unused.append("int8_engine")
     return unused
@@ -202,5 +279,7 @@ def check_compression_config(cfg):
             "%s ha%s no effect: %s",
             ", ".join(flag(n) for n in unused), "ve" if len(unused) > 1 else "s",
             "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8, "
-            "--int8-engine only with --int8-kernels",
+            "--quant-group-size only with --quant-granularity group, --calib-* flags only with a calibrated method "
+            "(--prune-method wanda|sparsegpt, --prune-pattern 2:4, --quant-method gptq), --int8-engine only with "
+            "--int8-kernels",
         )
