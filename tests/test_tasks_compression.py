@@ -57,8 +57,8 @@ def test_flags_parse_with_their_defaults_off():
     assert (args.prune_start_update, args.prune_end_update, args.prune_every) == (2, 10, 2)
     assert (args.quant_bits, args.quant_scheme, args.quant_granularity) == (4, "asymmetric", "tensor")
     assert args.quant_skip_embeddings and args.quant_aware
-    assert (args.prune_method, args.prune_pattern, args.quant_method, args.quant_group_size) == ("magnitude",
-                                                                                                "unstructured", "rtn", 0)
+    new_options = (args.prune_method, args.prune_pattern, args.quant_method, args.quant_group_size)
+    assert new_options == ("magnitude", "unstructured", "rtn", 0)
     assert (args.calib_subset, args.calib_samples, args.calib_seed) == ("train", 128, 1)
     args = parse("--task", "compressed_translation", "--arch", "transformer", "--prune-sparsity", "0.5",
                  "--prune-method", "sparsegpt", "--prune-pattern", "2:4", "--quant-bits", "4", "--quant-method",
