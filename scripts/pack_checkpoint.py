@@ -6,7 +6,9 @@
 
 The compression flags are those of the compressed_* tasks (fairseq-generate/-validate). The file's metadata keeps
 the checkpoint's fairseq config (so fairseq rebuilds the model from the file alone) and its update count.
---data points at the binarized data folder (for its dictionaries) when it moved since training.
+--data points at the binarized data folder (for its dictionaries) when it moved since training. The calibrated
+methods (--prune-method wanda|sparsegpt, --quant-method gptq) calibrate here, once, on --calib-samples samples of
+the checkpoint task's --calib-subset; decoding the packed file later needs no calibration.
 """
 import argparse
 import json
@@ -14,10 +16,11 @@ from pathlib import Path
 
 import fairseq_ext.plugin  # noqa: F401  (registers the tasks, safe checkpoint loading)
 from fairseq.dataclass.utils import gen_parser_from_dataclass
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from fairseq_ext.checkpoint_loading import config_to_json
 from fairseq_ext.compression import save_compressed
+from fairseq_ext.tasks.calibration import compress_with_calibration
 from fairseq_ext.tasks.compression import compressed_line_figures, compression_spec
 from fairseq_ext.tasks.compression_config import (
     COMPRESSION_FIELDS,
@@ -45,21 +48,37 @@ def parse_args(argv=None):
     return args
 
 
+# A packed file's weights are compressed already: the task flags saved with it re-derive exactly its masks and grids
+# (the calibrated methods' masks hold exactly each layer's pruned count), so loading it never calibrates again.
+RELOAD_WITHOUT_CALIBRATION = {"prune_method": "magnitude", "prune_pattern": "unstructured", "prune_scope": "layer",
+                              "quant_method": "rtn"}
+
+
 def main(argv=None):
     args = parse_args(argv)
-    state, model = load_model(args.checkpoint, args.data, {name: getattr(args, name) for name in COMPRESSION_FIELDS})
+    flags = {name: getattr(args, name) for name in COMPRESSION_FIELDS}
+    spec = compression_spec(args)
+    calibration = masks = None
+    if spec.calibrated:  # loaded uncompressed, then calibrated here on the checkpoint's task and data
+        state, model, task = load_model(args.checkpoint, args.data)
+        _, masks, calibration = compress_with_calibration(task, model, spec, args)
+        with open_dict(state["cfg"].task):
+            for name, saved in {**flags, **RELOAD_WITHOUT_CALIBRATION}.items():
+                if name in state["cfg"].task:
+                    state["cfg"].task[name] = saved
+    else:
+        state, model, _ = load_model(args.checkpoint, args.data, flags)
     cfg = state["cfg"]
     num_updates = (state.get("optimizer_history") or [{}])[-1].get("num_updates", 0)
-    spec = compression_spec(args)
     metadata = {
         "cfg": config_to_json(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)),
         "num_updates": num_updates,
         "source": str(args.checkpoint),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = save_compressed(args.out, model, spec, metadata=metadata)
+    report = save_compressed(args.out, model, spec, masks=masks, metadata=metadata)
     print(report.table())
-    print(f"compressed {json.dumps(compressed_line_figures(report, model))}")
+    print(f"compressed {json.dumps(compressed_line_figures(report, model, spec, calibration))}")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.3f} MB on disk)")
 
 

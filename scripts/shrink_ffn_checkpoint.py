@@ -92,7 +92,7 @@ def set_widths(cfg, widths):
 
 def main(argv=None):
     args = parse_args(argv)
-    state, model = load_model(args.checkpoint, args.data)  # any compression flags saved with the task: off
+    state, model, _ = load_model(args.checkpoint, args.data)  # any compression flags saved with the task: off
     before = sum(p.numel() for p in model.parameters())
     report = prune_ffn_neurons(model, args.prune_ffn)
     widths = kept_widths(report)

@@ -72,17 +72,24 @@ def compress_calibrated(
     done = set()
 
     was_training = model.training
+    memo = _LayerOutputs()
     switched = [m for m in model.modules() if hasattr(m, "q_proj") and hasattr(m, "skip_embed_dim_check")
                 and not m.skip_embed_dim_check]
     disable_attention_fast_path(model)  # the fused path reads the projections' weights: their hooks never fire
     model.eval()
     try:
-        stages = {stage: [linear for linear in linears if names[id(linear.weight)] in needs_inputs]
-                  for stage, linears in _stages(model, forwards[0]).items()}
-        stages = [(stage, linears) for stage, linears in stages.items() if linears]
+        all_stages = _stages(model, forwards[0])
+        layers = dict(model.named_modules())
+        stages = [(name, [linear for linear in linears if names[id(linear.weight)] in needs_inputs])
+                  for name, linears in all_stages.items()]
+        stages = [(name, linears) for name, linears in stages if linears]
+        order = list(all_stages)
         for number, (stage_name, stage) in enumerate(stages, start=1):
             stage_started = time.monotonic()
-            moments = _second_moments(model, stage, forwards)
+            # Every layer before this stage is final: each pass takes its output from the pass that first computed it.
+            for earlier in order[:order.index(stage_name)]:
+                memo.remember(layers[earlier])
+            moments = _second_moments(model, stage, forwards, memo)
             for linear in stage:
                 name = names[id(linear.weight)]
                 if name in done:
@@ -99,6 +106,7 @@ def compress_calibrated(
             logger.info("calibration stage %d/%d (%s): %d weights in %.1f s", number, len(stages), stage_name,
                         len(stage), time.monotonic() - stage_started)
     finally:
+        memo.forget()
         for module in switched:
             module.skip_embed_dim_check = False
         model.train(was_training)
@@ -169,7 +177,37 @@ def _stages(model: nn.Module, probe: Callable[[], object]) -> dict[str, list[nn.
     return stages
 
 
-def _second_moments(model: nn.Module, stage: list[nn.Linear], forwards) -> dict[nn.Linear, torch.Tensor | None]:
+class _LayerOutputs:
+    """Outputs of the finished layers, per calibration batch: a layer whose weights, and those of every layer
+    before it, are final gives the same output for a batch in every later pass, so it is computed once. Without
+    this each stage's pass would recompute the whole model below it (seven full passes' work for 6+6 layers)."""
+
+    def __init__(self):
+        self.batch = 0
+        self.outputs: dict[tuple[int, int], object] = {}
+        self.layers: list[nn.Module] = []
+
+    def remember(self, layer: nn.Module) -> None:
+        if not isinstance(layer, nn.Linear) and layer not in self.layers:
+            compute = layer.forward
+
+            def forward(*args, _layer=id(layer), **kwargs):
+                key = (_layer, self.batch)
+                if key not in self.outputs:
+                    self.outputs[key] = compute(*args, **kwargs)
+                return self.outputs[key]
+
+            layer.forward = forward
+            self.layers.append(layer)
+
+    def forget(self) -> None:
+        for layer in self.layers:
+            del layer.forward  # the class's forward again
+        self.layers, self.outputs = [], {}
+
+
+def _second_moments(model: nn.Module, stage: list[nn.Linear], forwards, memo: _LayerOutputs
+                    ) -> dict[nn.Linear, torch.Tensor | None]:
     """Sum of x x^T over every calibration token reaching each Linear of the stage (None where none did)."""
     moments: dict[nn.Linear, torch.Tensor | None] = {linear: None for linear in stage}
     shares: dict[nn.Linear, nn.Linear] = {}  # a Linear fed the very tensor an earlier one got -> that one
@@ -191,8 +229,9 @@ def _second_moments(model: nn.Module, stage: list[nn.Linear], forwards) -> dict[
     handles = [linear.register_forward_pre_hook(accumulate) for linear in stage]
     try:
         with torch.no_grad():
-            for forward in forwards:
+            for batch, forward in enumerate(forwards):
                 seen.clear()
+                memo.batch = batch
                 try:
                     forward()
                 except _StageInputsSeen:

@@ -36,7 +36,10 @@ from fairseq_ext.compression import (
     quantizable_weights,
 )
 
-from .compression_config import check_compression_config, compression_on, pruning_on, value
+from .calibration import compress_with_calibration
+from .compression_config import (
+    check_compression_config, compression_on, pruning_on, refuse_calibration_in_training, value,
+)
 from .inference_speed import SPEED_FIELDS, apply_speed_flags, refuse_in_training
 
 logger = logging.getLogger(__name__)
@@ -76,9 +79,10 @@ def pruning_schedule(cfg):
     )
 
 
-def compressed_line_figures(report, model):
-    """The figures of the one ``compressed {json}`` log line that sweep scripts grep for."""
-    return {
+def compressed_line_figures(report, model, spec=None, calibration=None):
+    """The figures of the one ``compressed {json}`` log line that sweep scripts grep for. A calibrated compressor
+    adds its methods and ``calibration`` (subset, samples, batches, stages, seconds); the default line is unchanged."""
+    figures = {
         "sparsity": round(report.sparsity, 4),
         "bits": report.bits,
         "compressed_mb": round(report.total_bytes / MB, 3),
@@ -86,6 +90,11 @@ def compressed_line_figures(report, model):
         "ratio": round(report.ratio, 2),
         "params": sum(p.numel() for p in model.parameters()),
     }
+    if calibration is not None:
+        figures.update(prune_method=spec.prune_method if spec.prunes else "none",
+                       prune_pattern=spec.prune_pattern if spec.prunes else "none",
+                       quant_method=spec.quant_method if spec.quantizes else "none", calibration=calibration)
+    return figures
 
 
 class CompressionTaskMixin:
@@ -109,14 +118,19 @@ class CompressionTaskMixin:
             model.register_load_state_dict_post_hook(self._compress_loaded_model)
         else:
             refuse_in_training({n: value(self.cfg, n) for n in SPEED_FIELDS})
+            refuse_calibration_in_training(self.cfg)
             self._trained_model = model
         return model
 
     def _compress_loaded_model(self, model, incompatible_keys):
         spec = compression_spec(self.cfg)
-        report = compress(model, spec)[0] if spec.enabled else account(model, spec)
+        calibration = None
+        if spec.calibrated:
+            report, _, calibration = compress_with_calibration(self, model, spec, self.cfg)
+        else:
+            report = compress(model, spec)[0] if spec.enabled else account(model, spec)
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
-        figures = compressed_line_figures(report, model)
+        figures = compressed_line_figures(report, model, spec, calibration)
         figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model))  # after, in place
         logger.info("compressed %s", json.dumps(figures))
 
@@ -142,7 +156,7 @@ class CompressionTaskMixin:
         masks = {name: mask for name, mask in (self._masks or {}).items() if name in weights}
         return QuantizationAwareTraining(
             weights, int(value(self.cfg, "quant_bits")), value(self.cfg, "quant_scheme"),
-            value(self.cfg, "quant_granularity"), masks=masks,
+            value(self.cfg, "quant_granularity"), masks=masks, group_size=compression_spec(self.cfg).group_size,
         )
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):

@@ -15,7 +15,7 @@ from .compression_config import COMPRESSION_FIELDS, CompressionConfig
 
 
 def load_model(checkpoint, data=None, compression=None):
-    """(the checkpoint's state, its model), built by fairseq from the saved config with the weights exactly as saved.
+    """(the checkpoint's state, its model, its task), built by fairseq from the saved config with the weights exactly as saved.
     A compressed_* task compresses on load with its saved flags: ``compression`` ({field: value}; default: every
     field at its off default) replaces them. ``data``: where the dictionaries are now, if they moved."""
     defaults = CompressionConfig()
@@ -29,5 +29,5 @@ def load_model(checkpoint, data=None, compression=None):
         for name in COMPRESSION_FIELDS:
             if name in state["cfg"].task:
                 state["cfg"].task[name] = compression[name]
-    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], state=state)
-    return state, models[0]
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(checkpoint)], state=state)
+    return state, models[0], task
