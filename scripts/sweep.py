@@ -3,12 +3,17 @@
 
     sweep.py --data BIN --checkpoint small=OUT/train/small/checkpoint_best.pt big=... --out OUT/sweep.jsonl \\
              --task translation [--grid full|quick|tiny] [--subset test] [--generate-args "--beam 4"] [--spm MODEL]
+             [--calib-samples 128]
 
 Translation: fairseq-generate --scoring sacrebleu (metric bleu). masked_lm: fairseq-validate (metric loss, base 2;
 ppl = 2 ** loss). sentence_prediction: fairseq-validate (metric accuracy). Each run uses the plugin's
 compressed_<task> with --prune-sparsity / --quant-bits (--grid speed: --prune-heads / --prune-ffn / --int8-kernels),
-and the memory it reports in its `compressed {json}` line. Translation records also keep fairseq-generate's decoding
-speed (tokens/s, ms per sentence).
+with --prune-method / --quant-method where a config uses another compressor than the paper's magnitude pruning and
+round-to-nearest quantization (the calibrated ones, SparseGPT and GPTQ, calibrate on --calib-samples training
+samples), and the memory it reports in its `compressed {json}` line. Translation records also keep
+fairseq-generate's decoding speed (tokens/s, ms per sentence) and its detokenized hypotheses, one file per config
+(hyps/<model>/<config>.txt beside --out, the references in hyps/references.<subset>.txt), which the report's
+significance tests read.
 
 One JSON line per result is appended to --out (fields: fairseq_ext/analysis/sweep_results.py); results already
 there are skipped, so an interrupted sweep resumes. A failed run stops the sweep with its output's last lines.
@@ -26,36 +31,58 @@ REPO = Path(__file__).resolve().parents[1]
 
 from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.fairseq_output import (
-    compressed_figures, generation_speed, sacrebleu_score, validation_metric,
+    compressed_figures, dataset_length, generation_speed, sacrebleu_score, translations, validation_metric,
 )
 from fairseq_ext.analysis.sweep_results import (
-    FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, config_key, level_label, load_records, record_method,
+    COMPRESSOR_DEFAULTS, FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, compressors, config_key, config_slug,
+    is_calibrated, level_label, load_records, record_method, write_atomically,
 )
 
 PRUNING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 BITS = [8, 6, 4, 3]
 
 
-def config(sparsity=0.0, bits=FULL_PRECISION_BITS, prune_heads=0.0, prune_ffn=0.0, int8=False):
-    """One compression config of a grid; the speed settings only where on, as in the sweep's records."""
-    speed = {"prune_heads": prune_heads, "prune_ffn": prune_ffn, "int8": int8}
-    return {"sparsity": sparsity, "bits": bits, **{k: v for k, v in speed.items() if v != SPEED_DEFAULTS[k]}}
+def config(sparsity=0.0, bits=FULL_PRECISION_BITS, prune_heads=0.0, prune_ffn=0.0, int8=False,
+           prune_method="magnitude", quant_method="rtn"):
+    """One compression config of a grid; the speed settings and the compressors only where they differ from the
+    defaults, as in the sweep's records (so that the configs of older sweeps keep their keys)."""
+    settings = {"prune_heads": prune_heads, "prune_ffn": prune_ffn, "int8": int8, "prune_method": prune_method,
+                "quant_method": quant_method}
+    defaults = {**SPEED_DEFAULTS, **COMPRESSOR_DEFAULTS}
+    return {"sparsity": sparsity, "bits": bits, **{k: v for k, v in settings.items() if v != defaults[k]}}
+
+
+def calibrated(sparsity=0.0, bits=FULL_PRECISION_BITS):
+    """The calibrated counterpart of a config: SparseGPT for its pruning, GPTQ for its quantization."""
+    return config(sparsity, bits, prune_method="sparsegpt" if sparsity else "magnitude",
+                  quant_method="gptq" if bits < FULL_PRECISION_BITS else "rtn")
 
 
 DENSE = config()
-# full: the paper's sweeps, pruning 10-90% and 8/6/4/3 bits, and both combined; quick: a spread of the same
-# (pruning 50/70/90%, 8/4/3 bits, 50% + 4 bits) for a first look; speed: structured pruning and real int8
-# kernels, for decoding speed on dense hardware (each translation record has fairseq-generate's tokens/s), beside
-# simulated 8-bit, the accuracy int8 kernels should match; tiny: one config per method, for smoke tests;
+FULL = [*(config(s) for s in PRUNING), *(config(bits=b) for b in (*BITS, 2)),
+        *(config(s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))]
+# full: the paper's sweeps, pruning 10-90%, 8/6/4/3 bits and both combined, each also with the calibrated
+# compressors (SparseGPT, GPTQ), and 2 bits for both (round-to-nearest collapses there, GPTQ should not).
+# quick: a spread for a first look, the paper's pruning 50/70/90%, 8/4/3 bits and 50% + 4 bits, and five more
+# configs (at most five: make demo must stay within 30 minutes) where the calibrated compressors can move the
+# frontier, each beside a paper config of the same bytes: on the demo's models the frontier is quantization's
+# (magnitude pruning alone costs far more at these sizes), so GPTQ 3-bit; GPTQ 2-bit with round-to-nearest 2-bit
+# (the smallest budget, where round-to-nearest collapses and the families should differ most); SparseGPT 50% +
+# GPTQ 4-bit (the paper's 50% + 4 bits is on the demo's frontier); SparseGPT 70% (does calibrated pruning alone
+# stay close where magnitude 70% lost 8-24 BLEU?). SparseGPT 90% is left out for time: magnitude 90% is far off
+# the demo's frontier, and 70% already shows whether calibrated pruning closes the gap.
+# speed: structured pruning and real int8 kernels, for decoding speed on dense hardware (each translation record
+# has fairseq-generate's tokens/s), beside simulated 8-bit, the accuracy int8 kernels should match.
+# tiny: one config per method and one calibrated config (SparseGPT + GPTQ: both flags), for smoke tests.
 # dense: the uncompressed model alone (a model's own score).
 GRIDS = {
-    "full": [DENSE, *(config(s) for s in PRUNING), *(config(bits=b) for b in BITS),
-             *(config(s, b) for s in (0.3, 0.5, 0.7) for b in (8, 4))],
-    "quick": [DENSE, *(config(s) for s in (0.5, 0.7, 0.9)), *(config(bits=b) for b in (8, 4, 3)), config(0.5, 4)],
+    "full": [DENSE, *FULL, *(calibrated(c["sparsity"], c["bits"]) for c in FULL)],
+    "quick": [DENSE, *(config(s) for s in (0.5, 0.7, 0.9)), *(config(bits=b) for b in (8, 4, 3, 2)), config(0.5, 4),
+              calibrated(0.7), calibrated(bits=3), calibrated(bits=2), calibrated(0.5, 4)],
     "speed": [DENSE, config(prune_heads=0.25), config(prune_heads=0.5), config(prune_ffn=0.25),
               config(prune_ffn=0.5), config(prune_heads=0.25, prune_ffn=0.5), config(bits=8), config(int8=True),
               config(prune_heads=0.25, prune_ffn=0.5, int8=True)],
-    "tiny": [DENSE, config(0.5), config(bits=4)],
+    "tiny": [DENSE, config(0.5), config(bits=4), calibrated(0.5, 4)],
     "dense": [DENSE],
 }
 
@@ -71,8 +98,9 @@ class Task:
 
 VALIDATE_ARGS = ["--max-tokens", "8000", "--log-format", "json"]  # JSON: the record the metric is read from
 TASKS = {
+    # Not --quiet: the hypotheses it would hide are kept for the significance tests.
     "translation": Task("fairseq-generate", "bleu", True, "test",
-                        ["--beam", "5", "--max-tokens", "8000", "--quiet", "--scoring", "sacrebleu"]),
+                        ["--beam", "5", "--max-tokens", "8000", "--scoring", "sacrebleu"]),
     "masked_lm": Task("fairseq-validate", "loss", False, "valid", VALIDATE_ARGS),
     # fairseq-validate resolves sentence_prediction's classification head name from the criterion's config.
     "sentence_prediction": Task("fairseq-validate", "accuracy", True, "valid",
@@ -88,7 +116,19 @@ def named_checkpoint(text):
     name, sep, path = text.partition("=")
     if not (sep and name and path):
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH")
+    if name in (".", "..") or "/" in name:  # the name is a folder of the kept hypotheses
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME may not be . or .. or hold a /")
     return name, Path(path)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
 
 
 def find_tool(name):
@@ -121,11 +161,18 @@ def check_inputs(args, task):
         extra = shlex.split(args.generate_args)
     except ValueError as error:
         raise SweepError(f"--generate-args: {error}") from None
+    if args.task == "translation" and "--quiet" in extra:
+        raise SweepError("--generate-args: --quiet hides the hypotheses the sweep keeps (for the significance tests)")
+    calibrated = [entry for entry in GRIDS[args.grid] if is_calibrated(entry)]
+    if calibrated and not any(args.data.rglob("train.*")):
+        raise SweepError(f"--data {args.data}: no train.* files, which the calibrated configs of --grid {args.grid} "
+                         f"({level_label(calibrated[0])}, ...) calibrate on")
     return find_tool(task.tool), extra
 
 
-def previous_results(out, task, subset):
-    """The results already in --out, which must be of the same metric and subset to be comparable."""
+def previous_results(out, task, subset, calib_samples):
+    """The results already in --out, which must be of the same metric and subset, and calibrated on as many
+    samples, to be comparable."""
     if not out.exists():
         return []
     try:
@@ -136,6 +183,9 @@ def previous_results(out, task, subset):
         if (record["metric"], record["subset"]) != (task.metric, subset):
             raise SweepError(f"--out {out} holds {record['metric']} on {record['subset']}; this sweep measures "
                              f"{task.metric} on {subset}: use another --out")
+        if record.get("calibration_samples", calib_samples) != calib_samples:
+            raise SweepError(f"--calib-samples {calib_samples}: --out {out} holds results calibrated on "
+                             f"{record['calibration_samples']} samples: use that number or another --out")
     return records
 
 
@@ -155,8 +205,16 @@ def command(args, tool, extra, entry):
     else:
         base += ["--valid-subset", args.subset]
     # The user's --generate-args come last: fairseq's argparse lets the last occurrence of an option win.
-    return [*base, "--prune-sparsity", str(entry["sparsity"]), "--quant-bits", str(entry["bits"]), *speed_flags(entry),
-            *extra]
+    return [*base, "--prune-sparsity", str(entry["sparsity"]), "--quant-bits", str(entry["bits"]),
+            *compressor_flags(entry, args.calib_samples), *speed_flags(entry), *extra]
+
+
+def compressor_flags(entry, calib_samples):
+    """--prune-method / --quant-method where a config does not use the default (so that the paper's configs run
+    the very commands they always did), and the number of calibration samples where a method calibrates."""
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value, default in
+             zip(COMPRESSOR_DEFAULTS, compressors(entry), COMPRESSOR_DEFAULTS.values()) if value != default]
+    return flags + (["--calib-samples", str(calib_samples)] if is_calibrated(entry) else [])
 
 
 def config_name(entry):
@@ -167,7 +225,7 @@ def evaluate(args, task, tool, extra, entry):
     """Run one config of the plan; its record, or SweepError with the tool's last lines when it fails."""
     cmd = command(args, tool, extra, entry)
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace")
     seconds = time.monotonic() - started
     output = proc.stdout + proc.stderr
     try:
@@ -178,10 +236,14 @@ def evaluate(args, task, tool, extra, entry):
         summary = compressed_figures(output)
         if summary is None:
             raise AnalysisError(f"{task.tool} printed no 'compressed {{json}}' line (--task compressed_{args.task})")
-        speed = {}
+        calibration = calibration_fields(entry, summary, args.calib_samples)
+        measured = {}
         if args.task == "translation":
             tokens_per_s, latency_ms = generation_speed(output)
-            speed = {"tokens_per_s": round(tokens_per_s, 3), "latency_ms": round(latency_ms, 3)}
+            measured = {"tokens_per_s": round(tokens_per_s, 3), "latency_ms": round(latency_ms, 3),
+                        **keep_translations(args, entry, output)}
+        elif args.task == "sentence_prediction":
+            measured = {"examples": dataset_length(args.data / "input0" / f"{args.subset}.idx")}
     except AnalysisError as error:
         tail = "\n".join("    " + line[:300] for line in output.splitlines()[-25:])  # the config dump is one line
         raise SweepError(f"{config_name(entry)} failed: {error}\n"
@@ -192,8 +254,44 @@ def evaluate(args, task, tool, extra, entry):
         **entry, "params": int(summary["params"]), "method": record_method(entry),
         "compressed_mb": float(memory), "fp32_mb": float(summary["fp32_mb"]),
         "metric": task.metric, "value": value, "higher_is_better": task.higher_is_better, "seconds": round(seconds, 2),
-        **speed,
+        **calibration, **measured,
     }
+
+
+def calibration_fields(entry, summary, calib_samples):
+    """What a calibrated config calibrated on (the samples the tool says it used, else those asked for) and how long
+    it took, where the tool logs it; the check that the tool ran the compressors asked for, where it names them."""
+    for name, asked in zip(COMPRESSOR_DEFAULTS, compressors(entry)):
+        ran = summary.get(name, asked)
+        if ran != asked:
+            raise AnalysisError(f"asked for {name.replace('_', '-')} {asked}, the tool reports {ran}")
+    if not is_calibrated(entry):
+        return {}
+    logged = summary.get("calibration") or {}
+    fields = {"calibration_samples": int(logged.get("samples", calib_samples))}
+    if "seconds" in logged:
+        fields["calibration_seconds"] = round(float(logged["seconds"]), 2)
+    return fields
+
+
+def keep_translations(args, entry, output):
+    """The config's detokenized hypotheses in hyps/<model>/<config>.txt beside --out, the references once in
+    hyps/references.<subset>.txt; the record's fields naming them (relative to --out's folder) and the count."""
+    hypotheses, references = translations(output)
+    folder = args.out.parent
+    kept_references = Path("hyps") / f"references.{args.subset}.txt"
+    text = "".join(line + "\n" for line in references)
+    if (folder / kept_references).is_file():
+        if (folder / kept_references).read_text(encoding="utf-8") != text:
+            raise AnalysisError(f"the references of --data differ from those of the results beside --out "
+                                f"({folder / kept_references}): use another --out")
+    else:
+        (folder / "hyps").mkdir(parents=True, exist_ok=True)
+        write_atomically(folder / kept_references, text)
+    kept_hypotheses = Path("hyps") / entry["model"] / f"{config_slug(entry)}.txt"
+    (folder / kept_hypotheses).parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(folder / kept_hypotheses, "".join(line + "\n" for line in hypotheses))
+    return {"examples": len(hypotheses), "hypotheses": str(kept_hypotheses), "references": str(kept_references)}
 
 
 def duration(seconds):
@@ -206,7 +304,7 @@ def sweep(args):
     task = TASKS[args.task]
     args.subset = args.subset or task.default_subset
     tool, extra = check_inputs(args, task)
-    done = {config_key(record) for record in previous_results(args.out, task, args.subset)}
+    done = {config_key(record) for record in previous_results(args.out, task, args.subset, args.calib_samples)}
     plan = [{"model": name, "checkpoint": str(path.resolve()), **settings, "subset": args.subset}
             for name, path in args.checkpoint for settings in GRIDS[args.grid]]
     todo = [entry for entry in plan if config_key(entry) not in done]
@@ -245,6 +343,8 @@ def parser():
                    help="more arguments for fairseq-generate / fairseq-validate, e.g. \"--beam 4 --prune-scope layer\"")
     p.add_argument("--spm", type=Path, help="translation: detokenize with this sentencepiece model (--bpe "
                                             "sentencepiece) instead of --post-process sentencepiece")
+    p.add_argument("--calib-samples", type=positive_int, default=128, metavar="N",
+                   help="training samples the calibrated configs (SparseGPT, GPTQ) calibrate on (default: 128)")
     return p
 
 

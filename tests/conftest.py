@@ -86,7 +86,8 @@ def tiny_mt_checkpoint(multi30k_2k, tmp_path_factory):
 def compression_study(multi30k_2k, tmp_path_factory):
     """A recipe's run folder in miniature, all from real runs: two sizes trained by fairseq-train --log-file into
     OUT/train/<name>/ (12 updates, validating every 4), meta.json for "large" only (the recipes write it; the
-    analysis must do without), then scripts/sweep.py --grid tiny on both checkpoints into OUT/sweep.jsonl."""
+    analysis must do without), then scripts/sweep.py --grid tiny on both checkpoints into OUT/sweep.jsonl (and the
+    translations into OUT/hyps/)."""
     import json
     import re
     from concurrent.futures import ThreadPoolExecutor
@@ -113,8 +114,9 @@ def compression_study(multi30k_2k, tmp_path_factory):
         "words_per_s": float(json_log_records(train_output["large"], "train_inner")[-1]["wps"])}))
     sweep_args = ["--data", multi30k_2k / "bin", "--task", "translation", "--grid", "tiny", "--out", out / "sweep.jsonl",
                   "--checkpoint", *(f"{name}={out / 'train' / name / 'checkpoint_last.pt'}" for name in archs),
-                  # 12-update models write to the length limit: keep that short, the sweep runs 6 generations.
-                  "--generate-args", "--beam 1 --max-len-a 0 --max-len-b 5"]
+                  # 12-update models write to the length limit: keep that short, the sweep runs 8 generations;
+                  # the calibrated config calibrates on 16 training sentences.
+                  "--generate-args", "--beam 1 --max-len-a 0 --max-len-b 5", "--calib-samples", "16"]
     sweep_output = run(["scripts/sweep.py", *sweep_args]).output
     return SimpleNamespace(out=out, data=multi30k_2k / "bin", train_output=train_output, sweep_args=sweep_args,
                            sweep_output=sweep_output)

@@ -77,10 +77,18 @@ def test_time_to_target_is_the_first_validation_at_or_below_it(compression_study
 def test_frontier_flags_exactly_the_non_dominated_configs(compression_study, tmp_path):
     analyze("frontier", "--sweep", compression_study.out / "sweep.jsonl", "--out", tmp_path)
     records = sweep_records(compression_study)
-    views = {"all": {"dense", "prune", "quant", "prune+quant"}, "pruning": {"dense", "prune"},
-             "quantization": {"dense", "quant"}}
-    for view, methods in views.items():
-        chosen = [r for r in records if r["method"] in methods]
+
+    def calibrated(record):
+        return "prune_method" in record or "quant_method" in record
+
+    views = {"all": lambda r: True, "pruning": lambda r: r["method"] in ("dense", "prune"),
+             "quantization": lambda r: r["method"] in ("dense", "quant"),
+             # The compressor families: dense belongs to both.
+             "paper": lambda r: r["method"] == "dense" or not calibrated(r),
+             "calibrated": lambda r: r["method"] == "dense" or calibrated(r)}
+    assert any(map(calibrated, records))
+    for view, belongs in views.items():
+        chosen = [r for r in records if belongs(r)]
         rows = read_csv(tmp_path / f"frontier_{view}.csv")
         assert len(rows) == len(chosen)
         for row in rows:
@@ -127,8 +135,9 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
     for png in report.glob("*.png"):
         assert_png(png)
         assert f"]({png.name})" in text  # embedded
-    # 2 convergence + 3 frontier views + metric vs decoding speed (every translation record has its tokens/s)
-    assert len(list(report.glob("*.png"))) == 6
+    # 2 convergence + 5 frontier views (all, each compressor family, pruning, quantization) + metric vs decoding
+    # speed (every translation record has its tokens/s)
+    assert len(list(report.glob("*.png"))) == 8
     assert "## Decoding speed" in text and "![speed](speed.png)" in text
     for table in ("time_to_target.csv", "time_to_target.json", "convergence_points.csv", "frontier_all.csv",
                   "frontier.json", "budgets.json"):
@@ -142,6 +151,13 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
         assert row["kind"].startswith("largest model" if row["params"] == largest else "smaller model")
         assert f"| {row['kind']} |" in text
     assert "Significance: sacrebleu's paired bootstrap resampling (1,000 resamples)" in text
+    # Per compressor family: each budget's winner against the best other size, tested, and the verdict.
+    families = json.loads((report / "families.json").read_text())
+    assert {row["family"] for row in families["rows"]} == {"paper", "calibrated"}
+    assert "## Which model under a memory budget, per compressor family" in text and families["verdict"] in text
+    for row in families["rows"]:
+        if row["other_model"] != "none fits":  # both sizes' translations were kept: every lead is tested
+            assert 0 < row["p_value"] <= 1 and row["difference"] != "not tested"
 
 
 def test_report_without_matplotlib_writes_the_tables_and_says_how_to_get_plots(compression_study, tmp_path):

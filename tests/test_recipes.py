@@ -44,8 +44,12 @@ def test_multi30k_tiny_runs_the_study_and_resumes(tmp_path):
     check_trained(out, ["d2_h128", "d2_h256"])
     records = sweep_records(out / "sweep.jsonl")
     assert {r["model"] for r in records} == {"d2_h128", "d2_h256"}
-    assert {r["method"] for r in records} == {"dense", "prune", "quant"}
+    assert {r["method"] for r in records} == {"dense", "prune", "quant", "prune+quant"}
     assert all(r["metric"] == "bleu" and r["subset"] == "test" for r in records)
+    # The calibrated config calibrated on the training set beside the sweep's 40 test sentences; every config's
+    # translations are kept, reachable from the merged sweep.jsonl.
+    assert [r["calibration_samples"] for r in records if "prune_method" in r] == [128, 128]
+    assert all(len((out / r["hypotheses"]).read_text().splitlines()) == r["examples"] == 40 for r in records)
     # Each model's own score (the whole test set; --tiny: the sweep's 40 sentences): what the report checks.
     scores = sweep_records(out / "scores" / "sweep.jsonl")
     assert sorted((r["model"], r["method"]) for r in scores) == [("d2_h128", "dense"), ("d2_h256", "dense")]
@@ -133,6 +137,8 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     records = sweep_records(out / "SST-2" / "sweep.jsonl")
     assert {r["model"] for r in records} == {"d3_h256", "d6_h256"}
     assert all(r["metric"] == "accuracy" and r["subset"] == "valid" for r in records)
+    # fairseq-validate gives no per-example predictions: the accuracy test (unpaired) counts the dev examples.
+    assert all(r["examples"] == 256 for r in records) and sum("quant_method" in r for r in records) == 2
     report = (out / "SST-2" / "report" / "report.md").read_text()
     assert "## Did every model learn?" in report
     # The control: the best fine-tuned size again from random weights, beside its pretrained score.

@@ -8,9 +8,9 @@ from fairseq_ext.analysis.sweep_results import check_record, level_label
 
 pytestmark = pytest.mark.e2e
 
-# What sweep.py's --help promises for its grids, written out: (sparsity, bits) of --grid tiny, one config per
-# method; the labels of --grid speed, in its order.
-TINY_GRID = [(0.0, 32), (0.5, 32), (0.0, 4)]
+# What sweep.py's --help promises for its grids, written out: the labels of --grid tiny, one config per method
+# and one calibrated config; the labels of --grid speed, in its order.
+TINY_GRID = ["dense", "50% pruned", "4-bit", "50% pruned + 4-bit (SparseGPT+GPTQ)"]
 SPEED_GRID = ["dense", "25% heads removed", "50% heads removed", "25% FFN removed", "50% FFN removed",
               "25% heads + 50% FFN removed", "8-bit", "int8 kernels", "25% heads + 50% FFN removed + int8 kernels"]
 
@@ -28,8 +28,8 @@ def test_every_model_is_measured_once_under_every_config_of_the_grid(compression
     records = records_of(compression_study.out / "sweep.jsonl")
     for record in records:
         check_record(record, "sweep.jsonl")
-    expected = {(name, sparsity, bits) for name in compression_study.train_output for sparsity, bits in TINY_GRID}
-    assert sorted((r["model"], r["sparsity"], r["bits"]) for r in records) == sorted(expected)
+    expected = {(name, label) for name in compression_study.train_output for label in TINY_GRID}
+    assert sorted((r["model"], level_label(r)) for r in records) == sorted(expected)
     for record in records:
         assert record["params"] == params_logged_by_fairseq_train(compression_study.train_output[record["model"]])
         assert (record["metric"], record["higher_is_better"], record["subset"]) == ("bleu", True, "test")
@@ -39,6 +39,29 @@ def test_every_model_is_measured_once_under_every_config_of_the_grid(compression
             assert record["compressed_mb"] == pytest.approx(record["fp32_mb"])
         if record["method"] == "quant":  # 4-bit codes plus per-channel scales: well under half of fp32
             assert record["compressed_mb"] < record["fp32_mb"] / 2
+        if "sparsegpt" in level_label(record).lower():  # calibrated on the fixture's --calib-samples 16
+            assert (record["prune_method"], record["quant_method"], record["calibration_samples"]) == \
+                ("sparsegpt", "gptq", 16)
+        else:
+            assert "prune_method" not in record and "quant_method" not in record
+            assert "calibration_samples" not in record
+
+
+def test_each_config_keeps_its_translations_and_they_score_what_fairseq_scored(compression_study):
+    """The hypotheses the significance tests read are fairseq-generate's own: sacrebleu on the kept files gives
+    the BLEU fairseq-generate printed, for every config."""
+    from sacrebleu.metrics import BLEU
+
+    from fairseq_ext.analysis.significance import read_lines
+
+    out = compression_study.out
+    references = read_lines(out / "hyps" / "references.test.txt")
+    assert len(references) == 1000  # every sentence of test_2016_flickr, in order
+    for record in records_of(out / "sweep.jsonl"):
+        assert record["references"] == "hyps/references.test.txt"
+        hypotheses = read_lines(out / record["hypotheses"])
+        assert record["examples"] == len(hypotheses) == 1000
+        assert BLEU().corpus_score(hypotheses, [references]).score == pytest.approx(record["value"], abs=0.005)
 
 
 def test_progress_names_model_config_and_eta(compression_study):
@@ -93,7 +116,7 @@ def test_a_rerun_resumes_and_repeats_nothing(compression_study, multi30k_2k):
     assert "sweep.py: [" not in proc.output
 
 
-@pytest.mark.parametrize("problem", ["data", "checkpoint", "name", "subset", "spm", "out"])
+@pytest.mark.parametrize("problem", ["data", "checkpoint", "name", "subset", "spm", "out", "calib", "calib_out"])
 def test_bad_input_fails_before_any_run_with_one_line_naming_the_option(problem, compression_study, tmp_path):
     checkpoint = compression_study.out / "train" / "small" / "checkpoint_last.pt"
     data = compression_study.data
@@ -106,14 +129,19 @@ def test_bad_input_fails_before_any_run_with_one_line_naming_the_option(problem,
         "subset": ("--subset", "nosuchsplit"),
         "spm": ("--spm", str(tmp_path / "missing.model")),
         "out": ("--out", str(compression_study.out / "sweep.jsonl")),
+        "calib": ("--calib-samples", "0"),
+        # Results calibrated on 16 samples: more configs calibrated on 8 would not be comparable.
+        "calib_out": ("--calib-samples", "8"),
     }[problem]
     option, value = expected
     args[option] = [value]
     if problem == "out":  # existing results of another subset: mixing them would make the frontier meaningless
         args["--subset"] = ["valid"]
+    if problem == "calib_out":
+        args["--out"] = [str(compression_study.out / "sweep.jsonl")]
     argv = [item for option, values in args.items() for item in (option, *values)]
     proc = run(["scripts/sweep.py", *argv], check=False)
-    assert proc.returncode == (2 if problem == "name" else 1)  # 2: argparse's own check of NAME=PATH
+    assert proc.returncode == (2 if problem in ("name", "calib") else 1)  # 2: argparse's own checks
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and option in errors[0], errors
     assert not (tmp_path / "new.jsonl").exists()

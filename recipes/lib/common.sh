@@ -117,8 +117,8 @@ EOF
 short_name() { echo "d${1##*_d}"; }
 
 # parallel_sweep RUN SWEEP_OPTION... -- NAME=CHECKPOINT...: scripts/sweep.py for each model on its own (results in
-# RUN/sweep/NAME.jsonl, each resumable), as many models at a time as there are cores, then all results together in
-# RUN/sweep.jsonl for the report. Every evaluation is a fresh fairseq process whose start-up is single-threaded and
+# RUN/sweep/NAME.jsonl, each resumable; translations in RUN/sweep/hyps/), as many models at a time as there are
+# cores, then all results together in RUN/sweep.jsonl for the report. Every evaluation is a fresh fairseq process whose start-up is single-threaded and
 # whose small-batch decoding scales poorly with threads: N one-thread processes finish far sooner than one with N.
 # The recipes list models smallest first; the last (largest, slowest) starts first, and each core that frees up
 # takes the next model, so that the fast ones fill in beside the slow one.
@@ -147,5 +147,8 @@ parallel_sweep() {
         running=$((running - 1))
     done
     ((failed == 0)) || die "the compression sweep failed (its error is above); a re-run resumes it"
-    for model in "${models[@]}"; do cat "$run/sweep/${model%%=*}.jsonl"; done >"$run/sweep.jsonl"
+    # One file for the report; the paths to the kept translations (RUN/sweep/hyps/) become relative to it.
+    local parts=()
+    for model in "${models[@]}"; do parts+=("$run/sweep/${model%%=*}.jsonl"); done
+    "$PY" "$REPO/scripts/analyze.py" merge --sweeps "${parts[@]}" --out "$run/sweep.jsonl" >/dev/null
 }

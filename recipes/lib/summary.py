@@ -3,7 +3,8 @@
 
     summary.py OUT
 
-Reads what the recipe and `analyze.py report` left in OUT: train/*/meta.json, sweep.jsonl, report/budgets.json.
+Reads what the recipe and `analyze.py report` left in OUT: train/*/meta.json, sweep.jsonl, report/budgets.json,
+report/families.json.
 """
 import json
 import sys
@@ -66,6 +67,9 @@ def main(out):
             kinds.setdefault(row["kind"], []).append(row)
         lines.append("so the best model under a budget was: " + "; ".join(
             f"{kind} under {len(rows)} of {len(budgets)} budgets" for kind, rows in kinds.items()))
+    families_file = out / "report" / "families.json"
+    if families_file.is_file():  # the sweep had calibrated compressors beside the paper's
+        lines.append(json.loads(families_file.read_text())["verdict"])
     print("\n".join(lines))
 
 

@@ -10,18 +10,22 @@ usage() {
 usage: recipes/multi30k_en_fr/run.sh [--quick | --tiny] [options]
 
 Trains transformer_wmt_en_fr_d*_h* models of several widths and depths on Multi30k En-Fr, each for the same
-wall-clock budget, compresses every one (magnitude pruning 0-90%, 8/6/4/3-bit quantization, both combined),
-scores each with fairseq-generate --scoring sacrebleu on test_2016_flickr, and writes a report that says which
-model was best under each memory budget. A re-run with the same options resumes: finished steps are skipped.
+wall-clock budget, compresses every one (pruning 0-90%, 8/6/4/3/2-bit quantization, both combined; with the
+paper's magnitude pruning and round-to-nearest, and with the calibrated SparseGPT and GPTQ), scores each with
+fairseq-generate --scoring sacrebleu on test_2016_flickr, and writes a report that says which model was best
+under each memory budget, per compressor family, and whether each lead is significant (paired bootstrap).
+A re-run with the same options resumes: finished steps are skipped.
 
 modes (pick one; each has its own default --out):
   (default)         3 models (d2_h128, d2_h256, d2_h384: 1.9M to 11M parameters), 7 min each; each scored on
-                    all 1,000 test sentences, beam 4; the quick sweep (8 configs per model: pruning 50/70/90%,
-                    8/4/3 bits, 50% + 4 bits), beam 4, on the first 500. Under 30 minutes on 2 CPU cores. For the
-                    paper's full sweep on every test sentence: --grid full --test-lines 0
-  --quick           the same 3 sizes for 15 s each; 3 configs per model, greedy, on the first 100 test sentences,
+                    all 1,000 test sentences, beam 4; the quick sweep (13 configs per model: magnitude pruning
+                    50/70/90%, round-to-nearest 8/4/3/2 bits, 50% + 4 bits; SparseGPT 70%, GPTQ 3 and 2 bits,
+                    SparseGPT 50% + GPTQ 4 bits, calibrated on 128 training sentences), beam 4, on the first 500.
+                    About 30 minutes on 2 CPU cores. For the full sweep on every test sentence: --grid full
+                    --test-lines 0
+  --quick           the same 3 sizes for 15 s each; 4 configs per model, greedy, on the first 100 test sentences,
                     outputs cut at 8 tokens. Under 5 minutes.
-  --tiny            2 models for 4 s each on 2,000 training pairs; 3 configs on 40 test sentences (smoke test).
+  --tiny            2 models for 4 s each on 2,000 training pairs; 4 configs on 40 test sentences (smoke test).
 
 options:
   --out DIR         where everything goes (default: runs/multi30k_en_fr, runs/multi30k_en_fr-quick, -tiny)
@@ -40,7 +44,8 @@ options:
 
 Everything lands in --out: data/ (text, sentencepiece model, binarized), train/<size>/ (train.log in fairseq's
 JSON format, meta.json with params, device and words/s, checkpoints), scores/sweep.jsonl (each model on every
-test sentence), sweep.jsonl, report/report.md.
+test sentence), sweep.jsonl (and sweep/hyps/: every config's translations, for the significance tests),
+report/report.md.
 Hyper-parameters are the same for every size, chosen for a budget of a few hundred updates (pre-norm, Adam (0.9,
 0.98), lr 2e-3 after a 40-update warm-up, inverse-sqrt decay, label smoothing 0.1, dropout 0.1, 2,048-token
 batches); validation every 50 updates on a CPU, 500 on a GPU.
@@ -111,7 +116,17 @@ prepare_data() {
     if ((TEST_LINES > 0)); then
         EVAL_DATA=$OUT/data/bin-test$TEST_LINES
         [[ -f $EVAL_DATA/test.en-fr.fr.bin ]] || binarize_test_head "$TEST_LINES" "$EVAL_DATA"
+        link_training_data "$EVAL_DATA"
     fi
+}
+
+# link_training_data DIR: the binarized training set beside DIR's test head (links), which the sweep's calibrated
+# configs (SparseGPT, GPTQ) draw their calibration sentences from.
+link_training_data() {
+    local file
+    for file in "$OUT/data/bin"/train.*; do
+        [[ -e $1/${file##*/} ]] || ln -s "../bin/${file##*/}" "$1/${file##*/}"
+    done
 }
 
 # binarize_test_head N DIR: the first N test pairs alone, with the training dictionary, for a shorter sweep.

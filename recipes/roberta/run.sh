@@ -13,7 +13,8 @@ stages (each finished step is skipped when run again):
   prepare   sentencepiece BPE + binarized pretraining text; each task encoded with the same BPE and dictionary
   pretrain  every --archs model (roberta_<size>) for the same wall-clock --budget, masked LM (fairseq masked_lm)
   finetune  every pretrained model on every task, for the same number of epochs
-  sweep     every fine-tuned model under pruning / quantization (scripts/sweep.py): dev accuracy vs MB
+  sweep     every fine-tuned model under pruning / quantization (scripts/sweep.py), with the paper's magnitude
+            pruning and round-to-nearest and with the calibrated SparseGPT / GPTQ: dev accuracy vs MB
   report    per task, scripts/analyze.py report: pretraining convergence, the compression frontier, budgets
 
 options:
@@ -27,7 +28,8 @@ options:
   --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d6_h256 d3_h512")
   --budget MIN       pretraining minutes per model (default: 4)
   --epochs N         fine-tuning epochs per task (default: 3)
-  --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full)
+  --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full; see
+                     scripts/sweep.py --help)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
   --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision; on a CPU with AMX or
                      AVX512-BF16: bf16 autocast, --autocast-bf16; FP32=1 in the environment turns it off)
