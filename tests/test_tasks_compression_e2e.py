@@ -115,19 +115,93 @@ def test_generate_from_the_packed_file_decodes_exactly_the_compressed_model(mult
     assert bleu(out) == bleu(generations["60%/4-bit"])
 
 
+CALIBRATION = ["--calib-samples", "64", "--calib-seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def calibrated_generations(multi30k_2k, mt_model):
+    """fairseq-generate on mt_model, 70% pruned by SparseGPT."""
+    return {"70% SparseGPT": run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path", mt_model,
+                                  "--task", "compressed_translation", *DECODE, "--prune-sparsity", "0.7",
+                                  "--prune-method", "sparsegpt", *CALIBRATION]).output}
+
+
+@pytest.fixture(scope="session")
+def retargeted_model(mt_model, tmp_path_factory):
+    """mt_model under compressed_translation, which fairseq-validate needs to take compression flags."""
+    retargeted = tmp_path_factory.mktemp("retargeted") / "mt.compressed.pt"
+    run(["scripts/retarget_checkpoint.py", mt_model, "--out", retargeted])
+    return retargeted
+
+
+def test_calibrated_methods_keep_more_of_the_model_at_the_same_bytes(multi30k_2k, retargeted_model):
+    """Validation loss (every valid sentence: smoother than the BLEU of a model this small) of 70% pruning and of
+    2-bit groups, each by the paper's method and by the calibrated one."""
+    validate = ["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
+                "compressed_translation", "--cpu", "--valid-subset", "valid", "--max-tokens", "8000",
+                "--path", retargeted_model]
+    two_bit_groups = ["--quant-bits", "2", "--quant-scheme", "asymmetric", "--quant-granularity", "group",
+                      "--quant-group-size", "32", "--quant-skip-embeddings"]
+    pairs = {"70% pruned": (["--prune-sparsity", "0.7"], ["--prune-method", "sparsegpt"], ("sparsegpt", "none")),
+             "2-bit groups": (two_bit_groups, ["--quant-method", "gptq"], ("none", "gptq"))}
+    for name, (flags, method, methods) in pairs.items():
+        paper_output, calibrated_output = run([*validate, *flags]).output, run([*validate, *flags, *method,
+                                                                                 *CALIBRATION]).output
+        ours, theirs = compressed_summary(calibrated_output), compressed_summary(paper_output)
+        assert (ours["prune_method"], ours["quant_method"]) == methods and "prune_method" not in theirs
+        assert (ours["sparsity"], ours["bits"]) == (theirs["sparsity"], theirs["bits"])
+        assert ours["compressed_mb"] == pytest.approx(theirs["compressed_mb"], rel=0.02)  # the same format
+        # 64 training pairs; two stages (one layer each side)
+        calibration = ours["calibration"]
+        assert (calibration["subset"], calibration["samples"], calibration["stages"]) == ("train", 64, 2)
+        assert calibration["batches"] >= 1 and calibration["uncalibrated"] == 0 and calibration["seconds"] > 0
+        losses = float(validate_line(calibrated_output)["loss"]), float(validate_line(paper_output)["loss"])
+        print(name, "calibrated, paper's loss:", losses)
+        assert losses[0] < losses[1], (name, losses)
+
+
+def test_pack_checkpoint_calibrates_once_and_the_packed_file_decodes_exactly(multi30k_2k, mt_model,
+                                                                             calibrated_generations, tmp_path):
+    packed = tmp_path / "gptq.fxc"
+    flags = ["--prune-sparsity", "0.7", "--prune-method", "sparsegpt", *CALIBRATION]
+    summary = compressed_summary(run(["scripts/pack_checkpoint.py", mt_model, "--out", packed, *flags]).output)
+    generated = compressed_summary(calibrated_generations["70% SparseGPT"])
+    assert {k: v for k, v in summary.items() if k != "calibration"} == {
+        k: v for k, v in generated.items() if k != "calibration"}
+    out = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
+               "--path", packed, *DECODE]).output
+    assert "calibration" not in out  # decoding the file needs no data and no calibration
+    lean = [line.split("\t")[::2] for line in hypotheses(calibrated_generations["70% SparseGPT"])]
+    assert [line.split("\t")[::2] for line in hypotheses(out)] == lean
+
+
+def test_calibration_input_errors_name_the_flag(multi30k_2k, mt_model):
+    generate = ["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path", mt_model,
+                "--task", "compressed_translation", *DECODE, "--quant-bits", "4", "--quant-method", "gptq"]
+    missing = run([*generate, "--calib-subset", "nosuch"], check=False)
+    assert missing.returncode != 0 and "--calib-subset nosuch" in missing.output
+    too_many = run([*generate, "--calib-subset", "valid", "--calib-samples", "100000"], check=False)
+    assert too_many.returncode != 0
+    assert re.search(r"--calib-samples 100000: the valid subset has only \d+ samples", too_many.output), \
+        too_many.output[-2000:]
+
+
 def test_interactive_compresses_too(multi30k_2k, mt_model):
     proc = subprocess.run(
         [str(BIN / "fairseq-interactive"), str(multi30k_2k / "bin"), "--user-dir", "fairseq_ext", "--task",
          "compressed_translation", "--path", str(mt_model), "--cpu", "--beam", "2", "--prune-sparsity", "0.6",
-         "--quant-bits", "4", "--bpe", "sentencepiece", "--sentencepiece-model", str(multi30k_2k / "spm.model")],
+         "--quant-bits", "4", "--prune-method", "wanda", "--quant-method", "gptq", *CALIBRATION,
+         "--bpe", "sentencepiece", "--sentencepiece-model", str(multi30k_2k / "spm.model")],
         input="A man is riding a bike.\n", capture_output=True, text=True, cwd=REPO, env=clean_env(), timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
-    assert compressed_summary(output)["sparsity"] == 0.6
+    summary = compressed_summary(output)
+    assert (summary["sparsity"], summary["prune_method"], summary["quant_method"]) == (0.6, "wanda", "gptq")
+    assert summary["calibration"]["samples"] == 64
     assert any(line.startswith("D-0\t") for line in output.splitlines())
 
 
-def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k_2k, mt_run, tmp_path):
+def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k_2k, mt_run, retargeted_model):
     mt_model, training_output = mt_run
     validate = ["fairseq-validate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task",
                 "compressed_translation", "--cpu", "--valid-subset", "valid", "--max-tokens", "8000"]
@@ -137,8 +211,7 @@ def test_validate_refuses_flags_it_would_drop_and_works_once_retargeted(multi30k
     assert "saved by task 'translation'" in refused.output and "--prune-sparsity, --quant-bits" in refused.output
     assert "scripts/retarget_checkpoint.py" in refused.output and "--model-overrides" in refused.output
 
-    retargeted = tmp_path / "mt.compressed.pt"
-    run(["scripts/retarget_checkpoint.py", mt_model, "--out", retargeted])
+    retargeted = retargeted_model
     compressed_output = run([*validate, "--path", retargeted, *flags]).output
     compressed, summary = validate_line(compressed_output), compressed_summary(compressed_output)
     assert (float(compressed["sparsity"]), summary["sparsity"], summary["bits"]) == (0.95, 0.95, 4)
