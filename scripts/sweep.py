@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 from fairseq_ext.analysis import AnalysisError
 from fairseq_ext.analysis.fairseq_output import (
-    compressed_figures, dataset_length, generation_speed, sacrebleu_score, translations, validation_metric,
+    calibration_fields, compressed_figures, dataset_length, generation_speed, sacrebleu_score, translations,
+    validation_metric,
 )
 from fairseq_ext.analysis.sweep_results import (
     COMPRESSOR_DEFAULTS, FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, compressors, config_key, config_slug,
@@ -236,7 +237,7 @@ def evaluate(args, task, tool, extra, entry):
         summary = compressed_figures(output)
         if summary is None:
             raise AnalysisError(f"{task.tool} printed no 'compressed {{json}}' line (--task compressed_{args.task})")
-        calibration = calibration_fields(entry, summary, args.calib_samples)
+        calibration = calibration_fields(summary, entry, args.calib_samples)
         measured = {}
         if args.task == "translation":
             tokens_per_s, latency_ms = generation_speed(output)
@@ -256,22 +257,6 @@ def evaluate(args, task, tool, extra, entry):
         "metric": task.metric, "value": value, "higher_is_better": task.higher_is_better, "seconds": round(seconds, 2),
         **calibration, **measured,
     }
-
-
-def calibration_fields(entry, summary, calib_samples):
-    """What a calibrated config calibrated on (the samples the tool says it used, else those asked for) and how long
-    it took, where the tool logs it; the check that the tool ran the compressors asked for, where it names them."""
-    for name, asked in zip(COMPRESSOR_DEFAULTS, compressors(entry)):
-        ran = summary.get(name, asked)
-        if ran != asked:
-            raise AnalysisError(f"asked for {name.replace('_', '-')} {asked}, the tool reports {ran}")
-    if not is_calibrated(entry):
-        return {}
-    logged = summary.get("calibration") or {}
-    fields = {"calibration_samples": int(logged.get("samples", calib_samples))}
-    if "seconds" in logged:
-        fields["calibration_seconds"] = round(float(logged["seconds"]), 2)
-    return fields
 
 
 def keep_translations(args, entry, output):

@@ -486,3 +486,25 @@ def test_translations_are_read_in_sentence_order_best_hypothesis_first():
     assert translations(output) == (["", "le chien"], ["un chat", "le chien"])
     with pytest.raises(AnalysisError, match="--quiet hides them"):
         translations("Generate test with beam=2: BLEU = 50.00 ...")
+
+
+def test_calibration_fields_come_from_the_compressed_line_which_must_name_the_compressors_asked_for():
+    from fairseq_ext.analysis.fairseq_output import calibration_fields, compressed_figures
+
+    # fairseq-generate's own line for a SparseGPT-only config: no quantization, so its quant_method is "none".
+    line = ('INFO:fairseq_ext.tasks.compression:compressed {"sparsity": 0.7, "bits": 32, "compressed_mb": 5.207, '
+            '"fp32_mb": 7.662, "ratio": 1.47, "params": 1915392, "prune_method": "sparsegpt", "prune_pattern": '
+            '"unstructured", "quant_method": "none", "calibration": {"subset": "train", "samples": 128, '
+            '"batches": 2, "stages": 4, "seconds": 1.234}}')
+    figures = compressed_figures(line)
+    sparsegpt = {"sparsity": 0.7, "bits": 32, "prune_method": "sparsegpt"}
+    assert calibration_fields(figures, sparsegpt, 64) == {"calibration_samples": 128, "calibration_seconds": 1.23}
+    with pytest.raises(AnalysisError, match="asked for prune-method wanda, the tool reports sparsegpt"):
+        calibration_fields(figures, {**sparsegpt, "prune_method": "wanda"}, 128)
+    # The paper's compressors: the line is the one it always was, and the record gets no calibration fields.
+    plain = compressed_figures('compressed {"sparsity": 0.0, "bits": 4, "compressed_mb": 1.0, "fp32_mb": 7.7, '
+                               '"params": 1915392}')
+    assert calibration_fields(plain, {"sparsity": 0.0, "bits": 4}, 128) == {}
+    # A tool that logs no calibration: the samples asked for.
+    assert calibration_fields(plain, {"sparsity": 0.0, "bits": 4, "quant_method": "gptq"}, 128) == \
+        {"calibration_samples": 128}

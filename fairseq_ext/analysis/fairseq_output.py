@@ -6,8 +6,10 @@ from fairseq is read, and words/s defined, one way.
 JSON records (`--log-format json`) come in two forms, because users have both: bare JSON messages (the file
 fairseq-train writes with `--log-file`) and tagged lines (`2026-11-26 17:27:53 | INFO | train_inner | {...}`, the
 console). The compressed tasks log one line whose message is `compressed {json}` with sparsity, bits,
-compressed_mb, fp32_mb, ratio and params, in whichever logging format the tool set up: `... | INFO |
-fairseq_ext.tasks.compression | compressed {...}` or `INFO:fairseq_ext.tasks.compression:compressed {...}`.
+compressed_mb, fp32_mb, ratio and params (a calibrated compression adds prune_method, quant_method, "none" for a
+compression not applied, and calibration: subset, samples, seconds, ...), in whichever logging format the tool set
+up: `... | INFO | fairseq_ext.tasks.compression | compressed {...}` or
+`INFO:fairseq_ext.tasks.compression:compressed {...}`.
 Without --quiet, fairseq-generate prints each sentence's reference (`T-<id>\t<text>`) and detokenized hypotheses
 (`D-<id>\t<score>\t<text>`, best first).
 """
@@ -17,6 +19,7 @@ import statistics
 import struct
 
 from . import AnalysisError
+from .sweep_results import COMPRESSOR_DEFAULTS, FULL_PRECISION_BITS, compressors, is_calibrated
 
 BLEU_LINE = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
 COMPRESSED_LINE = re.compile(r"(?:^|\| |:)compressed (\{.*\})\s*$")
@@ -158,3 +161,22 @@ def compressed_figures(output):
     """The last `compressed {json}` record of the output, or None when the tool printed none."""
     found = all_compressed_figures(output)
     return found[-1] if found else None
+
+
+def calibration_fields(figures, config, calib_samples):
+    """A sweep record's calibration fields from a `compressed {json}` record of a config: the samples the tool
+    says it calibrated on (else calib_samples, those asked for) and the seconds it took, where it logs them; none
+    for a config that does not calibrate. Checks that the tool ran the compressors the config asked for, where it
+    names them."""
+    applied = {"prune_method": config["sparsity"] > 0, "quant_method": config["bits"] < FULL_PRECISION_BITS}
+    for name, asked in zip(COMPRESSOR_DEFAULTS, compressors(config)):
+        ran = figures.get(name, asked)
+        if applied[name] and ran != asked:
+            raise AnalysisError(f"asked for {name.replace('_', '-')} {asked}, the tool reports {ran}")
+    if not is_calibrated(config):
+        return {}
+    logged = figures.get("calibration") or {}
+    fields = {"calibration_samples": int(logged.get("samples", calib_samples))}
+    if "seconds" in logged:
+        fields["calibration_seconds"] = round(float(logged["seconds"]), 2)
+    return fields
