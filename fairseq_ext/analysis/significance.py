@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import AnalysisError
+from .sweep_results import config_key
 
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 1000
@@ -90,6 +91,7 @@ class SignificanceTests:
     def __init__(self, sweep_file):
         self.sweep_file = Path(sweep_file)
         self._lines = {}
+        self._differences = {}  # a report compares the same two configs in several places
 
     def lines(self, record, field):
         path = self.sweep_file.parent / record[field]
@@ -103,6 +105,12 @@ class SignificanceTests:
     def compare(self, a, b):
         """The Difference between records a and b, or None where the metric has no test or a record lacks what
         its test needs (a sweep from before the hypotheses were kept)."""
+        pair = tuple((config_key(r), r.get("hypotheses"), r.get("references")) for r in (a, b))
+        if pair not in self._differences:
+            self._differences[pair] = self._test(a, b)
+        return self._differences[pair]
+
+    def _test(self, a, b):
         metric = a["metric"]
         if metric == "bleu" and all("hypotheses" in r and "references" in r for r in (a, b)):
             references = self.lines(a, "references")
