@@ -21,7 +21,7 @@ modes (pick one; each has its own default --out):
                     all 1,000 test sentences, beam 4; the quick sweep (13 configs per model: magnitude pruning
                     50/70/90%, round-to-nearest 8/4/3/2 bits, 50% + 4 bits; SparseGPT 70%, GPTQ 3 and 2 bits,
                     SparseGPT 50% + GPTQ 4 bits, calibrated on 128 training sentences), beam 4, on the first 500.
-                    About 30 minutes on 2 CPU cores. For the full sweep on every test sentence: --grid full
+                    About 28 minutes on 2 CPU cores. For the full sweep on every test sentence: --grid full
                     --test-lines 0
   --quick           the same 3 sizes for 15 s each; 4 configs per model, greedy, on the first 100 test sentences,
                     outputs cut at 8 tokens. Under 5 minutes.
