@@ -373,7 +373,6 @@ def test_paired_bootstrap_on_kept_translations_where_the_answer_is_known(tmp_pat
     assert same.p_value == 1.0 and not same.significant and same.text() == "not significant (p = 1.000)"
     apart = tests.compare(perfect, empty)  # every sentence right vs none: as significant as 1,000 resamples say
     assert apart.p_value < 0.001 and apart.significant and apart.text() == "p < 0.001"
-    assert "paired bootstrap" in apart.test
     # The even sentences right against the odd ones: the same BLEU, different translations: not significant.
     even = translated(tmp_path, "big", "even", [r if i % 2 == 0 else "" for i, r in enumerate(refs)], 50.0)
     odd = translated(tmp_path, "small", "odd", [r if i % 2 else "" for i, r in enumerate(refs)], 50.0)
@@ -398,10 +397,15 @@ def test_accuracy_differences_are_tested_unpaired_on_the_number_of_examples():
     a = {**compressed_record(value=85.2, examples=872), "metric": "accuracy"}
     b = {**compressed_record(model="small", value=80.1, examples=872), "metric": "accuracy"}
     difference = SignificanceTests("sweep.jsonl").compare(a, b)
-    assert difference.significant and "unpaired" in difference.test
+    assert difference.significant
     # Without the number of examples (an older sweep), or for a loss, there is no test.
     assert SignificanceTests("sweep.jsonl").compare({k: v for k, v in a.items() if k != "examples"}, b) is None
     assert SignificanceTests("sweep.jsonl").compare({**a, "metric": "loss"}, {**b, "metric": "loss"}) is None
+    # The report says how it tested, and that the accuracy test is unpaired.
+    from fairseq_ext.analysis.report import significance_note
+
+    assert "two-proportion z-test" in significance_note("accuracy") and "unpaired" in significance_note("accuracy")
+    assert significance_note("loss").startswith("The differences in loss are not tested for significance")
 
 
 def test_the_report_answers_per_compressor_family_from_the_numbers(tmp_path):

@@ -32,8 +32,7 @@ TESTS = {
 
 @dataclass(frozen=True)
 class Difference:
-    p_value: float
-    test: str  # the metric's entry of TESTS
+    p_value: float  # by the metric's test (TESTS)
 
     @property
     def significant(self):
@@ -122,8 +121,7 @@ class SignificanceTests:
                 if len(lines) != len(references):
                     raise AnalysisError(f"{self.sweep_file}: {record['hypotheses']} holds {len(lines)} hypotheses "
                                         f"for {len(references)} references")
-            return Difference(paired_bootstrap_p(*hypotheses, references), TESTS["bleu"])
+            return Difference(paired_bootstrap_p(*hypotheses, references))
         if metric == "accuracy" and all("examples" in r for r in (a, b)):
-            return Difference(two_proportion_p(a["value"], b["value"], a["examples"], b["examples"]),
-                              TESTS["accuracy"])
+            return Difference(two_proportion_p(a["value"], b["value"], a["examples"], b["examples"]))
         return None
