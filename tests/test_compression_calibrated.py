@@ -27,21 +27,25 @@ def bits_of(t):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("bits,scheme,granularity", [(2, "symmetric", "channel"), (3, "asymmetric", "channel"),
-                                                    (4, "symmetric", "tensor"), (4, "asymmetric", "channel")])
-def test_gptq_beats_round_to_nearest_and_lands_on_its_grid(seed, bits, scheme, granularity):
+@pytest.mark.parametrize("bits,scheme,granularity,group_size", [
+    (2, "symmetric", "channel", 0), (3, "asymmetric", "channel", 0), (4, "symmetric", "tensor", 0),
+    (4, "asymmetric", "channel", 0), (2, "asymmetric", "group", 16), (4, "symmetric", "group", 8)])
+def test_gptq_beats_round_to_nearest_and_lands_on_its_grid(seed, bits, scheme, granularity, group_size):
     x = correlated_inputs(256, 48, seed)
     weight = torch.randn(16, 48, generator=torch.Generator().manual_seed(seed + 10))
     gptq = weight.clone()
-    assert solve_(gptq, x.T @ x, grid=Grid(bits, scheme, granularity)) is None
+    act_order = seed == 1  # the inputs with the largest second moment first (ignored for groups)
+    assert solve_(gptq, x.T @ x, grid=Grid(bits, scheme, granularity, group_size), block_columns=20,
+                  act_order=act_order) is None
     rtn = weight.clone()
-    fake_quantize_(rtn, bits, scheme, granularity)
+    fake_quantize_(rtn, bits, scheme, granularity, group_size)
     assert output_error(x, weight, gptq) < output_error(x, weight, rtn)
     again = gptq.clone()
-    fake_quantize_(again, bits, scheme, granularity)  # round-to-nearest finds the very grid GPTQ used
+    fake_quantize_(again, bits, scheme, granularity, group_size)  # round-to-nearest finds the very grid GPTQ used
     assert torch.equal(bits_of(again), bits_of(gptq))
     levels = 2 ** bits - (1 if scheme == "symmetric" else 0)
-    assert all(len(row.unique()) <= levels for row in gptq)
+    groups = gptq.reshape(-1, group_size or 48)
+    assert all(len(group.unique()) <= levels for group in groups)
 
 
 def test_gptq_on_one_column_is_round_to_nearest():
@@ -75,7 +79,7 @@ def test_sparsegpt_prunes_exactly_and_beats_magnitude(sparsity):
     x = correlated_inputs(512, 64, seed=5)
     weight = torch.randn(24, 64, generator=torch.Generator().manual_seed(6))
     pruned = weight.clone()
-    keep = solve_(pruned, x.T @ x, pruning=Pruning(sparsity=sparsity), block_columns=16)
+    keep = solve_(pruned, x.T @ x, pruning=Pruning(sparsity=sparsity), block_columns=16, act_order=sparsity == 0.7)
     count = pruned_count(sparsity, weight.numel())
     assert int((~keep).sum()) == count and int((pruned == 0).sum()) == count
     assert torch.equal(bits_of(pruned[~keep]), torch.zeros(count, dtype=torch.int32))  # +0.0, never -0.0
@@ -98,7 +102,7 @@ def test_joint_pruning_and_quantization_is_stored_exactly(scheme):
     x = correlated_inputs(256, 40, seed=9)
     weight = torch.randn(12, 40, generator=torch.Generator().manual_seed(10))
     joint = weight.clone()
-    keep = solve_(joint, x.T @ x, pruning=Pruning(sparsity=0.5), grid=Grid(4, scheme, "channel"))
+    keep = solve_(joint, x.T @ x, pruning=Pruning(sparsity=0.5), grid=Grid(4, scheme, "channel"), act_order=True)
     assert int((~keep).sum()) == pruned_count(0.5, weight.numel())
     assert not joint[~keep].any()
     again = joint.clone()

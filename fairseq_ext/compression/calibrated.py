@@ -80,31 +80,33 @@ def compress_calibrated(
     try:
         all_stages = _stages(model, forwards[0])
         layers = dict(model.named_modules())
-        stages = [(name, [linear for linear in linears if names[id(linear.weight)] in needs_inputs])
-                  for name, linears in all_stages.items()]
-        stages = [(name, linears) for name, linears in stages if linears]
+        stages = [(name, [[linear for linear in step if names[id(linear.weight)] in needs_inputs] for step in steps])
+                  for name, steps in all_stages.items()]
+        stages = [(name, [step for step in steps if step]) for name, steps in stages]
+        stages = [(name, steps) for name, steps in stages if steps]
         order = list(all_stages)
-        for number, (stage_name, stage) in enumerate(stages, start=1):
+        for number, (stage_name, steps) in enumerate(stages, start=1):
             stage_started = time.monotonic()
             # Every layer before this stage is final: each pass takes its output from the pass that first computed it.
             for earlier in order[:order.index(stage_name)]:
                 memo.remember(layers[earlier])
-            moments = _second_moments(model, stage, forwards, memo)
-            for linear in stage:
-                name = names[id(linear.weight)]
-                if name in done:
-                    continue
-                done.add(name)
-                if moments.get(linear) is None:
-                    continue  # the passes never reached it: compressed as without calibration
-                keep = _solve(linear.weight, moments[linear], spec, masks.get(name),
-                              prune=name in prunable, grid=grid if name in gptq else None)
-                if keep is not None:
-                    masks[name] = keep
-                summary.calibrated.append(name)
+            for step in steps:  # a step's inputs come from the stage's earlier steps, compressed already
+                moments = _second_moments(model, step, forwards, memo)
+                for linear in step:
+                    name = names[id(linear.weight)]
+                    if name in done:
+                        continue
+                    done.add(name)
+                    if moments.get(linear) is None:
+                        continue  # the passes never reached it: compressed as without calibration
+                    keep = _solve(linear.weight, moments[linear], spec, masks.get(name),
+                                  prune=name in prunable, grid=grid if name in gptq else None)
+                    if keep is not None:
+                        masks[name] = keep
+                    summary.calibrated.append(name)
             summary.stages += 1
-            logger.info("calibration stage %d/%d (%s): %d weights in %.1f s", number, len(stages), stage_name,
-                        len(stage), time.monotonic() - stage_started)
+            logger.info("calibration stage %d/%d (%s): %d weights in %d steps, %.1f s", number, len(stages), stage_name,
+                        sum(map(len, steps)), len(steps), time.monotonic() - stage_started)
     finally:
         memo.forget()
         for module in switched:
@@ -149,18 +151,24 @@ def _solve(weight: nn.Parameter, hessian: torch.Tensor, spec: CompressionSpec, m
         pruning = Pruning(keep=magnitude_keep)
     if grid is None and (pruning is None or pruning.keep is not None):
         return pruning.keep if pruning is not None else None  # a mask alone: no weight to update
-    return solve_(weight.data, hessian, pruning=pruning, grid=grid)
+    return solve_(weight.data, hessian, pruning=pruning, grid=grid, act_order=True)
 
 
-def _stages(model: nn.Module, probe: Callable[[], object]) -> dict[str, list[nn.Linear]]:
+def _stages(model: nn.Module, probe: Callable[[], object]) -> dict[str, list[list[nn.Linear]]]:
     """The model's Linear layers grouped into stages (module docstring) by name, in the order one pass first calls
-    them."""
+    them; each stage as its steps: consecutive Linears fed the very same tensor (q, k and v) form one step."""
     layer_names = {f"{name}.{child}" if name else child
                    for name, module in model.named_modules() if isinstance(module, nn.ModuleList)
                    for child, _ in module.named_children()}
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    order: list[nn.Linear] = []
-    handles = [m.register_forward_pre_hook(lambda module, args: order.append(module)) for m in linears.values()]
+    calls: list[tuple[nn.Linear, bool]] = []  # (Linear, fed the tensor the previous call got)
+    previous = [None]
+
+    def record(module, args):
+        calls.append((module, args[0] is previous[0]))
+        previous[0] = args[0]
+
+    handles = [m.register_forward_pre_hook(record) for m in linears.values()]
     try:
         with torch.no_grad():
             probe()
@@ -171,9 +179,17 @@ def _stages(model: nn.Module, probe: Callable[[], object]) -> dict[str, list[nn.
     for name, linear in linears.items():
         owners = [layer for layer in layer_names if name.startswith(layer + ".")]
         stage_of[linear] = max(owners, key=len) if owners else name
-    stages: dict[str, list[nn.Linear]] = {}
-    for linear in dict.fromkeys(order):
-        stages.setdefault(stage_of[linear], []).append(linear)
+    stages: dict[str, list[list[nn.Linear]]] = {}
+    placed = set()
+    for linear, shares_input in calls:
+        if linear in placed:
+            continue
+        placed.add(linear)
+        steps = stages.setdefault(stage_of[linear], [])
+        if shares_input and steps:
+            steps[-1].append(linear)
+        else:
+            steps.append([linear])
     return stages
 
 

@@ -152,7 +152,7 @@ class _GroupGrids:
 
 def solve_(
     weight: torch.Tensor, hessian: torch.Tensor, *, pruning: Pruning | None = None, grid: Grid | None = None,
-    damping: float = DAMPING, block_columns: int = BLOCK_COLUMNS,
+    damping: float = DAMPING, block_columns: int = BLOCK_COLUMNS, act_order: bool = False,
 ) -> torch.Tensor | None:
     """Prune and/or quantize ``weight`` (rows x columns, an nn.Linear's) in place, minimising the output error on
     inputs whose second moment is ``hessian`` (columns x columns). Returns the keep mask (None without pruning).
@@ -167,10 +167,18 @@ def solve_(
     if pruning is None and grid is None:
         return None
     work = weight.detach().to(torch.float32).clone()
-    inverse = inverse_hessian_factor(hessian.to(work.device), damping)
+    hessian = hessian.to(work.device)
+    fixed = pruning.keep.to(work.device) if pruning is not None and pruning.keep is not None else None
+    order = None
+    if act_order and (grid is None or grid.granularity != "group") and (pruning is None or pruning.n_of_m is None):
+        # GPTQ's act-order: the inputs with the largest second moment first, while most columns can still absorb
+        # their error (groups and n:m need the columns in place)
+        order = torch.argsort(hessian.diagonal(), descending=True, stable=True)
+        hessian, work = hessian[order][:, order], work[:, order]
+        fixed = fixed[:, order] if fixed is not None else None
+    inverse = inverse_hessian_factor(hessian, damping)
     keep = torch.ones_like(work, dtype=torch.bool) if pruning is not None else None
     groups = _GroupGrids(grid, columns) if grid is not None else None
-    fixed = pruning.keep.to(work.device) if pruning is not None and pruning.keep is not None else None
 
     for block_start in range(0, columns, block_columns):
         block_stop = min(block_start + block_columns, columns)
@@ -211,6 +219,9 @@ def solve_(
 
     if keep is not None:
         work.masked_fill_(~keep, 0.0)
+    if order is not None:
+        restore = torch.argsort(order)
+        work, keep = work[:, restore], keep[:, restore] if keep is not None else None
     with torch.no_grad():
         weight.copy_(work.to(weight.dtype))
     return keep
