@@ -39,12 +39,15 @@ DEFAULT_DATA = Path(os.environ.get("FAIRSEQ_EXT_DATA", REPO.parent / "shared" / 
 LINEAR_ONLY = ["--quant-skip-embeddings"]
 SPARSEGPT = ["--prune-method", "sparsegpt"]
 GPTQ = ["--quant-method", "gptq"]
+GROUPS_64 = ["--quant-scheme", "asymmetric", "--quant-granularity", "group", "--quant-group-size", "64"]
 # (row, weights, paper's flags, calibrated flags, target share of dense BLEU or None)
 ROWS = [
     ("70% pruned", "Linear", ["--prune-sparsity", "0.7"], ["--prune-sparsity", "0.7", *SPARSEGPT], 0.92),
     ("80% pruned", "Linear", ["--prune-sparsity", "0.8"], ["--prune-sparsity", "0.8", *SPARSEGPT], 0.75),
     ("2-bit", "Linear", ["--quant-bits", "2", *LINEAR_ONLY], ["--quant-bits", "2", *LINEAR_ONLY, *GPTQ], 0.92),
     ("2-bit", "default set", ["--quant-bits", "2"], ["--quant-bits", "2", *GPTQ], None),
+    ("2-bit, asymmetric groups of 64", "Linear", ["--quant-bits", "2", *LINEAR_ONLY, *GROUPS_64],
+     ["--quant-bits", "2", *LINEAR_ONLY, *GROUPS_64, *GPTQ], None),
     ("50% pruned + 4-bit", "Linear", ["--prune-sparsity", "0.5", "--quant-bits", "4", *LINEAR_ONLY],
      ["--prune-sparsity", "0.5", "--quant-bits", "4", *LINEAR_ONLY, *SPARSEGPT, *GPTQ], 0.97),
     ("50% pruned + 4-bit", "default set", ["--prune-sparsity", "0.5", "--quant-bits", "4"],

@@ -93,6 +93,13 @@ def test_masked_lm_validates_dense_and_compressed(mono_bin, mlm_checkpoint):
     assert (summary["sparsity"], summary["bits"]) == (0.9, 2) and summary["ratio"] > 10
     assert compressed["sparsity"] == 0.9 and compressed["model_mb"] == pytest.approx(summary["compressed_mb"], abs=1e-3)
     assert compressed["loss"] > dense["loss"] + 0.2
+    # The same bytes, calibrated on masked-LM samples: SparseGPT + GPTQ lose less than magnitude + round-to-nearest.
+    calibrated_output = run([*validate, "--prune-sparsity", "0.9", "--quant-bits", "2", "--prune-method",
+                             "sparsegpt", "--quant-method", "gptq", "--calib-samples", "64"]).output
+    calibrated = compressed_summary(calibrated_output)
+    assert calibrated["calibration"]["samples"] == 64 and calibrated["calibration"]["stages"] >= 2
+    assert calibrated["compressed_mb"] == pytest.approx(summary["compressed_mb"], rel=0.02)
+    assert valid_figures(calibrated_output)["loss"] < compressed["loss"]
 
 
 def test_sentence_prediction_finetunes_pruned_and_validates_accuracy(sst2_bin, sst2_finetune):
@@ -105,7 +112,11 @@ def test_sentence_prediction_finetunes_pruned_and_validates_accuracy(sst2_bin, s
     validate = ["fairseq-validate", sst2_bin, "--user-dir", "fairseq_ext", "--task",
                 "compressed_sentence_prediction", "--criterion", "sentence_prediction", "--path", checkpoint,
                 "--valid-subset", "valid", "--batch-size", "64", "--cpu"]
-    compressed_output = run([*validate, "--quant-bits", "8"]).output  # 50% pruned (saved flag) and 8-bit
+    # 50% pruned by magnitude (the saved flag), 8-bit by GPTQ calibrated through the classification head
+    compressed_output = run([*validate, "--quant-bits", "8", "--quant-method", "gptq", "--calib-samples", "32"]).output
     figures = valid_figures(compressed_output)
     assert 0.0 <= figures["accuracy"] <= 100.0 and figures["sparsity"] == 0.5
-    assert compressed_summary(compressed_output)["bits"] == 8
+    summary = compressed_summary(compressed_output)
+    assert (summary["bits"], summary["quant_method"], summary["prune_method"]) == (8, "gptq", "magnitude")
+    # one encoder layer, the head's dense and out_proj; the unused masked-LM head stays round-to-nearest
+    assert summary["calibration"]["stages"] == 3 and summary["calibration"]["uncalibrated"] >= 1
