@@ -132,16 +132,17 @@ def generate_command(variant, data, checkpoint, *, beam, batch_size, length, pru
 
 
 def parse_translated(output, length):
-    """{sentences, tokens, seconds} of fairseq-generate's ``Translated N sentences (T tokens) in S s`` line.
-    ValueError when the line is missing or the tokens are not ``length`` + </s> per sentence."""
+    """{sentences, tokens, seconds, tokens_per_s} of fairseq-generate's ``Translated N sentences (T tokens) in S s
+    (x sentences/s, y tokens/s)`` line: tokens/s as fairseq computes it from its unrounded timer (a fast run prints
+    0.0 s). ValueError when the line is missing or the tokens are not ``length`` + </s> per sentence."""
     try:
-        sentences, tokens, seconds, _, _ = translated(output)
+        sentences, tokens, seconds, _, tokens_per_s = translated(output)
     except AnalysisError as error:
         raise ValueError(str(error)) from None
     expected = sentences * (length + 1)
     if tokens != expected:
         raise ValueError(f"{tokens} tokens for {sentences} sentences, expected {expected} (fixed length)")
-    return {"sentences": sentences, "tokens": tokens, "seconds": seconds}
+    return {"sentences": sentences, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens_per_s}
 
 
 def ratios_to(result, variant, baseline):

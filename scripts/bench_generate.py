@@ -143,7 +143,8 @@ def bench_arch(arch, multi30k_bin, args):
                 results[variant] = ct2_run(ct2_dirs[variant], data, args)
             else:
                 results[variant] = fairseq_run(variant, data, checkpoint, args)
-            results[variant]["tokens_per_s"] = results[variant]["tokens"] / results[variant]["seconds"]
+            if "tokens_per_s" not in results[variant]:  # CTranslate2's run: its own timer
+                results[variant]["tokens_per_s"] = results[variant]["tokens"] / results[variant]["seconds"]
             log(f"bench: {arch} round {r + 1}/{args.rounds} {variant:12s} "
                 f"{results[variant]['tokens_per_s']:8.1f} tokens/s")
         rounds.append(results)

@@ -144,8 +144,8 @@ def test_several_bad_flags_stop_fairseq_train_with_one_error_listing_all(multi30
     assert values.output.count("invalid compression flags") == 1
     message = values.output[values.output.index("invalid compression flags"):]
     assert "(5 problems)" in message, message
-    for expected in ("--quant-bits must be 2..8, or 16/32 for no quantization (got 12)",
-                     "--prune-sparsity must be in [0, 1) (got -0.1)", "--prune-every must be >= 1 (got 0)",
+    for expected in ("--quant-bits=12: allowed values are 2, 3, 4, 5, 6, 7, 8, 16, 32",
+                     "--prune-sparsity=-0.1: must be a number in [0, 1)", "--prune-every must be >= 1 (got 0)",
                      "--prune-start-update must be >= 0 (got -3)",
                      "--prune-fraction 0.3 only applies to --prune-schedule iterative"):
         assert expected in message, message
