@@ -18,8 +18,8 @@ A re-run with the same options resumes: finished steps are skipped.
 
 modes (pick one; each has its own default --out):
   (default)         3 models (d2_h128, d2_h256, d2_h384: 1.9M to 11M parameters), 7 min each; each scored on
-                    all 1,000 test sentences, beam 4; the quick sweep (13 configs per model: magnitude pruning
-                    50/70/90%, round-to-nearest 8/4/3/2 bits, 50% + 4 bits; SparseGPT 70%, GPTQ 3 and 2 bits,
+                    all 1,000 test sentences, beam 4; the quick sweep (15 configs per model: magnitude pruning
+                    50/70/90%, round-to-nearest 8/4/3/2 bits, 50% + 4 bits; SparseGPT 70%, GPTQ 8/4/3/2 bits,
                     SparseGPT 50% + GPTQ 4 bits, calibrated on 128 training sentences), beam 4, on the first 500.
                     About 28 minutes on 2 CPU cores. For the full sweep on every test sentence: --grid full
                     --test-lines 0
