@@ -62,7 +62,7 @@ def compress_calibrated(
     """Compress ``model`` in place as ``spec`` says, calibrating on ``forwards`` (each runs one batch through the
     model). Returns compress()'s report and keep masks, and what calibration did."""
     spec.validate()
-    if not forwards:
+    if not forwards and needs_calibration_data(spec):
         raise ValueError("calibrated compression needs at least one calibration batch")
     started = time.monotonic()
     names = _first_names(model)
@@ -83,7 +83,7 @@ def compress_calibrated(
     disable_attention_fast_path(model)  # the fused path reads the projections' weights: their hooks never fire
     model.eval()
     try:
-        all_stages = _stages(model, forwards[0])
+        all_stages = _stages(model, forwards[0]) if needs_inputs else {}
         layers = dict(model.named_modules())
         stages = [(name, [[linear for linear in step if names[id(linear.weight)] in needs_inputs] for step in steps])
                   for name, steps in all_stages.items()]
@@ -123,6 +123,11 @@ def compress_calibrated(
     summary.seconds = time.monotonic() - started
     report, masks = compress(model, spec, masks=masks or None)
     return report, masks, summary
+
+
+def needs_calibration_data(spec: CompressionSpec) -> bool:
+    """Whether any weight is fitted to inputs (SparseGPT, Wanda, GPTQ); magnitude 2:4 alone needs none."""
+    return (spec.prunes and spec.prune_method != "magnitude") or (spec.quantizes and spec.quant_method == "gptq")
 
 
 def _first_names(model: nn.Module) -> dict[int, str]:
