@@ -18,8 +18,8 @@ from fairseq_ext.compression.int8 import (
     int8_linears,
     quantize_embeddings_int8,
     quantize_linears_int8,
-    runtime_bytes,
 )
+from fairseq_ext.compression.runtime import runtime_bytes
 from fairseq_ext.models.grid import build_for_vocab
 
 TINY = dict(encoder_layers=2, decoder_layers=2, encoder_embed_dim=64, decoder_embed_dim=64,

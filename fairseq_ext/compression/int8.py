@@ -45,7 +45,7 @@ with warnings.catch_warnings():  # torch.ao.quantization announces its move to t
 
 __all__ = [
     "Int8Linear", "Int8Embedding", "ENGINE_CHOICES", "int8_engine", "check_int8_supported", "quantize_linears_int8",
-    "quantize_embeddings_int8", "int8_linears", "count_calls", "disable_attention_fast_path", "runtime_bytes",
+    "quantize_embeddings_int8", "int8_linears", "count_calls", "disable_attention_fast_path", "is_float_linear",
 ]
 
 
@@ -114,7 +114,7 @@ def disable_attention_fast_path(module):
     return switched
 
 
-def _is_float_linear(module):
+def is_float_linear(module):
     return type(module) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
 
@@ -137,7 +137,7 @@ def quantize_linears_int8(model, *, per_channel=True, skip=(), engine="auto"):
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             qualified = f"{parent_name}.{name}" if parent_name else name
-            if not _is_float_linear(child) or qualified in skip:
+            if not is_float_linear(child) or qualified in skip:
                 continue
             child.qconfig = qconfig
             int8 = _pack(child, engine)
@@ -209,20 +209,6 @@ def quantize_embeddings_int8(model, *, skip=()):
 def int8_linears(model):
     """``{qualified name: module}`` of the int8 Linears in ``model``."""
     return {name: m for name, m in model.named_modules() if isinstance(m, Int8Linear)}
-
-
-def runtime_bytes(model):
-    """Bytes of the weights as ``model`` runs: its (distinct) float parameters at their dtype, plus, per int8
-    Linear, the int8 weight, one fp32 scale per output row and the fp32 bias, plus each (distinct) int8
-    embedding's int8 rows and fp32 row scales."""
-    total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
-    for module in int8_linears(model).values():
-        weight, bias = module.weight(), module.bias()
-        total += weight.numel() + 4 * weight.shape[0] + (0 if bias is None else bias.numel() * bias.element_size())
-    for module in model.modules():  # each shared module once
-        if isinstance(module, Int8Embedding):
-            total += module.weight_int8.numel() + 4 * module.scale.numel()
-    return total
 
 
 @contextlib.contextmanager

@@ -131,7 +131,7 @@ class CompressionTaskMixin:
             report = compress(model, spec)[0] if spec.enabled else account(model, spec)
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
         figures = compressed_line_figures(report, model, spec, calibration)
-        figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model))  # after, in place
+        figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model, spec))  # after, in place
         logger.info("compressed %s", json.dumps(figures))
 
     # ---- training: schedule, masks after every step, quantization-aware passes ----

@@ -18,6 +18,7 @@ import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from fairseq_ext.compression import CompressionSpec, PruningSchedule
+from fairseq_ext.compression.int4 import KERNEL_GROUP_SIZES, MAX_BITS, int4_kernel_problem
 from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
 from fairseq_ext.compression.schedules import SCHEDULES
 from fairseq_ext.compression.spec import (
@@ -33,6 +34,7 @@ from fairseq_ext.compression.spec import (
 logger = logging.getLogger(__name__)
 
 SPEC = CompressionSpec()
+INT4_BITS = tuple(b for b in QUANTIZED_BITS if b <= MAX_BITS)
 SCHEDULE = PruningSchedule()
 
 
@@ -123,6 +125,12 @@ class CompressionConfig(FairseqDataclass):
         default=False,
         metadata={"help": "run every Linear with real int8 kernels (torch dynamic quantization: int8 weights, int8 "
                           "matmuls) on the CPU in fp32 (--cpu, no --fp16/--bf16); applied last"},
+    )
+    int4_kernels: bool = field(
+        default=False,
+        metadata={"help": "run every Linear and token embedding quantized at 2..4 bits (--quant-bits) on torch's CPU "
+                          "int4 kernels, with the quantizer's own codes (bf16 activations in the matmuls); from a "
+                          "packed .fxc the model is built straight into them; --cpu, no --fp16/--bf16"},
     )
     int8_engine: ChoiceEnum(ENGINE_CHOICES) = field(
         default="auto",
@@ -235,12 +243,39 @@ def speed_problems(v):
         f = v[name]
         if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
             problems.append(f"{flag(name)} must be in [0, 1) (the fraction of {what}; 0: off), got {f}")
+    problems += int4_problems(v)
     engine = v["int8_engine"]
     if engine not in ENGINE_CHOICES:
         problems.append(f"--int8-engine must be one of {', '.join(ENGINE_CHOICES)} (got {engine})")
     elif v["int8_kernels"] and int8_engine(engine) is None:
         problems.append(f"--int8-engine {engine} is not available in this torch build (it has "
                         f"{', '.join(torch.backends.quantized.supported_engines)}); use --int8-engine auto")
+    return problems
+
+
+def int4_problems(v):
+    """Problems of --int4-kernels, from a ``{field: plain value}`` dict; [] when fine (or off). Widths that the
+    kernels' groups do not divide are known only with the model: the load reports them."""
+    if not v["int4_kernels"]:
+        return []
+    problems = []
+    missing = int4_kernel_problem()
+    if missing:
+        problems.append(f"--int4-kernels: {missing}; use --int8-kernels, or simulated --quant-bits without either")
+    bits = v["quant_bits"]
+    if bits not in INT4_BITS:
+        problems.append(f"--int4-kernels runs weights quantized at --quant-bits {', '.join(map(str, INT4_BITS))} "
+                        f"(got --quant-bits {bits}); for 5..8 bits use --int8-kernels")
+    if v["int8_kernels"]:
+        problems.append("--int4-kernels and --int8-kernels both replace the Linears: choose one")
+    size = v["quant_group_size"]
+    if v["quant_granularity"] == "group" and isinstance(size, int) and size > 0 and size % KERNEL_GROUP_SIZES[-1]:
+        problems.append(f"--int4-kernels scales groups of {', '.join(map(str, sorted(KERNEL_GROUP_SIZES)))} columns "
+                        f"(or a multiple): --quant-group-size {size} is not a multiple of {KERNEL_GROUP_SIZES[-1]}")
+    shrunk = [flag(n) for n in ("prune_heads", "prune_ffn") if isinstance(v[n], (int, float)) and v[n] > 0]
+    if shrunk:
+        problems.append(f"--int4-kernels runs the quantizer's groups of columns, which {' and '.join(shrunk)} would "
+                        "cut through: drop one or the other")
     return problems
 
 
