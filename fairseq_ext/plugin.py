@@ -4,8 +4,8 @@ fairseq loads this through ``--user-dir fairseq_ext``; in Python, ``import fairs
 fairseq glue (``fairseq_ext.models``, ``fairseq_ext.tasks``) loads it too. The compression core
 (``fairseq_ext.compression``) and the analysis (``fairseq_ext.analysis``) never do: they stay free of fairseq.
 
-Registered by importing the modules that declare them: the size-grid archs (``models/``) and the
-``compressed_*`` tasks (``tasks/``).
+Registered by importing the modules that declare them: the size-grid archs (``models/``), the
+``compressed_*`` tasks (``tasks/``) and the ``masked_lm_accuracy`` criterion (``criterions/``).
 
 Patched, in this order, once per process (a second import, or ``--user-dir`` after ``import fairseq_ext``,
 finds each patch marked and changes nothing):
@@ -29,6 +29,7 @@ from fairseq import checkpoint_utils
 from fairseq.models.roberta.model import RobertaModel
 
 from fairseq_ext import checkpoint_loading
+from fairseq_ext.criterions import masked_lm_accuracy  # noqa: F401  (register the criterion)
 from fairseq_ext.models import roberta_grid, transformer_grid  # noqa: F401  (register the grid archs)
 from fairseq_ext.tasks import compressed_tasks, compression_overrides  # noqa: F401  (register the tasks)
 

@@ -1,0 +1,1 @@
+"""fairseq criterions of the plugin (registered by importing them: fairseq_ext.plugin does)."""
