@@ -512,3 +512,30 @@ def test_calibration_fields_come_from_the_compressed_line_which_must_name_the_co
     # A tool that logs no calibration: the samples asked for.
     assert calibration_fields(plain, {"sparsity": 0.0, "bits": 4, "quant_method": "gptq"}, 128) == \
         {"calibration_samples": 128}
+
+
+def write_finetuned(run, folder, name, accuracy):
+    (run / folder / name).mkdir(parents=True)
+    (run / folder / name / "meta.json").write_text(json.dumps({"name": name, "valid_accuracy": accuracy}))
+
+
+def test_what_pretraining_added_is_the_gain_of_the_means_over_seeds_and_says_when_it_beats_the_spread(tmp_path):
+    from fairseq_ext.analysis.control import control_markdown, control_rows, control_verdict
+
+    for folder, accuracy in [("finetune", 82.0), ("finetune-seed2", 80.0), ("finetune-seed10", 81.0),
+                             ("scratch", 78.0), ("scratch-seed2", 79.0), ("scratch-seed3", 77.0)]:
+        write_finetuned(tmp_path, folder, "d3_h256", accuracy)
+    write_finetuned(tmp_path, "finetune", "d6_h256", 75.0)  # no control: not compared
+    (row,) = control_rows(tmp_path)
+    assert row["pretrained"].values == (82.0, 80.0, 81.0) and row["scratch"].values == (78.0, 79.0, 77.0)
+    assert row["gain"] == pytest.approx(3.0) and row["beyond_spread"]
+    assert row["pretrained"].text() == "81.00 +- 1.00 (3 seeds: 80.00-82.00)"
+    assert control_verdict(row) == ("d3_h256: pretraining added +3.00 points of dev accuracy on the mean (81.00 +- 1.00 "
+                                    "(3 seeds: 80.00-82.00) pretrained vs 78.00 +- 1.00 (3 seeds: 77.00-79.00) from "
+                                    "random weights), larger than the spread: every pretrained seed beats every "
+                                    "control seed.")
+    assert "| d3_h256 | 81.00 +- 1.00 (3 seeds: 80.00-82.00) | 78.00 +- 1.00 (3 seeds: 77.00-79.00) | 3 | yes |" \
+        in control_markdown([row])
+    write_finetuned(tmp_path, "scratch-seed4", "d3_h256", 80.5)  # a control seed above the worst pretrained one
+    (row,) = control_rows(tmp_path)
+    assert not row["beyond_spread"] and "within the spread: the seeds' ranges overlap" in control_verdict(row)

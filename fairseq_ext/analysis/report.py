@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import AnalysisError
 from .best_size import best_size_lines, check_models, learned_markdown
+from .control import control_markdown, control_rows, control_verdict
 from .convergence_files import write_convergence
 from .families import family_budget_rows, family_verdict
 from .frontier import pareto_frontier
@@ -20,7 +21,7 @@ from .selection import describe, select
 from .significance import ALPHA, TESTS, SignificanceTests, difference_text
 from .sweep_results import FAMILIES, compressor_family, level_label, models_by_size, read_sweep
 from .tables import markdown_table, number_text, params_text, write_json
-from .training_run import read_meta, read_training_runs, size_order
+from .training_run import read_training_runs, size_order
 
 MAX_BUDGETS = 6  # enough to show where the answer changes, few enough to read
 
@@ -60,7 +61,7 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
     else:
         sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
     learned_records = [r for r in records if r["model"] in learned]
-    control = control_section(run)
+    control = control_section(run, out)
     if control:
         sections.append(control)
     if records:
@@ -138,23 +139,22 @@ def learned_section(checks, scored_on):
     return "\n".join(lines)
 
 
-def control_section(run):
-    """Fine-tuned from pretraining vs from random weights (the recipes' RUN/finetune/ and RUN/scratch/ folders)."""
-    rows = []
-    for scratch in sorted(run.glob("scratch/*/meta.json")):
-        name = scratch.parent.name
-        pretrained = read_meta(run / "finetune" / name / "meta.json").get("valid_accuracy")
-        from_scratch = read_meta(scratch).get("valid_accuracy")
-        rows.append({"model": name, "pretrained": pretrained, "scratch": from_scratch,
-                     "gain": pretrained - from_scratch if None not in (pretrained, from_scratch) else None})
+def control_section(run, out):
+    """Fine-tuned from pretraining vs from random weights (the recipes' RUN/finetune*/ and RUN/scratch*/ folders),
+    each over its seeds; control.json holds the numbers."""
+    rows = control_rows(run)
     if not rows:
         return None
+    write_json(out / "control.json", [{"model": row["model"], "pretrained": list(row["pretrained"].values),
+                                       "scratch": list(row["scratch"].values), "gain": row["gain"],
+                                       "beyond_spread": row["beyond_spread"], "verdict": control_verdict(row)}
+                                      for row in rows])
     return "\n".join(["## What pretraining added", "",
                       "The same fine-tuning (data, settings, epochs) from the pretrained checkpoint and from random "
-                      "weights: dev accuracy (%) at the end of fine-tuning.", "",
-                      markdown_table(rows, ["model", "pretrained", "scratch", "gain"],
-                                     ["model", "pretrained, then fine-tuned", "fine-tuned from scratch",
-                                      "gain (points)"])])
+                      "weights, with each seed: dev accuracy (%) at the end of fine-tuning, mean +- standard "
+                      "deviation over the seeds (their range in brackets). The gain is larger than the spread when "
+                      "every pretrained seed beats every control seed.", "",
+                      control_markdown(rows), "", *[control_verdict(row) for row in rows]])
 
 
 def convergence_section(files, out):

@@ -4,7 +4,7 @@
     summary.py OUT
 
 Reads what the recipe and `analyze.py report` left in OUT: train/*/meta.json, sweep.jsonl, report/budgets.json,
-report/families.json.
+report/control.json, report/families.json.
 """
 import json
 import sys
@@ -51,12 +51,9 @@ def main(out):
         if verdict["not_learned"]:
             lines.append(f"NOT LEARNED (left out of the verdicts): {', '.join(verdict['not_learned'])}")
         lines += [line.replace("**", "") for line in verdict["lines"]]
-    for scratch in sorted(out.glob("scratch/*/meta.json")):
-        name = scratch.parent.name
-        pretrained = json.loads((out / "finetune" / name / "meta.json").read_text()).get("valid_accuracy")
-        from_scratch = json.loads(scratch.read_text()).get("valid_accuracy")
-        lines.append(f"control: {name} fine-tuned from random weights: dev accuracy {number(from_scratch)}; "
-                     f"pretrained, then fine-tuned: {number(pretrained)}")
+    control_file = out / "report" / "control.json"
+    if control_file.is_file():
+        lines += [f"control: {row['verdict']}" for row in json.loads(control_file.read_text())]
     budgets_file = out / "report" / "budgets.json"
     if budgets_file.is_file():
         budgets = json.loads(budgets_file.read_text())
