@@ -275,13 +275,15 @@ def nonempty_lines(files):
                     yield line
 
 
-def split_train_valid(files, text_dir, valid_every, max_lines):
-    """TEXT_DIR/train.txt and TEXT_DIR/valid.txt from the non-empty lines of files (the first max_lines, 0 = all):
-    every valid_every-th line is held out for validation. Streamed, as a user's corpus may not fit in memory."""
+def split_train_valid(files, text_dir, valid_every, max_lines, added=()):
+    """TEXT_DIR/train.txt and TEXT_DIR/valid.txt from the non-empty lines of files (the first max_lines, 0 = all),
+    then all those of the added files: every valid_every-th line is held out for validation. Streamed, as a user's
+    corpus may not fit in memory."""
     text_dir.mkdir(parents=True, exist_ok=True)
     lines = nonempty_lines(files)
     if max_lines:
         lines = itertools.islice(lines, max_lines)
+    lines = itertools.chain(lines, nonempty_lines(added))
     counts = {"train": 0, "valid": 0}
     with open(text_dir / "train.txt", "w", encoding="utf-8") as train, \
             open(text_dir / "valid.txt", "w", encoding="utf-8") as valid:

@@ -11,6 +11,11 @@ also read in the header-less "sentence<TAB>label" form (as in clairett/pytorch-s
 downloaded when --from is not given). Writes under --out: bpe/, and bin/{input0,input1,label}/ as fairseq's
 sentence_prediction task reads them (input1 only for sentence-pair tasks). The dev set becomes the "valid" split.
 --max-examples N keeps the first N examples of each split (smoke tests). A finished run is not redone.
+
+    python scripts/prepare_glue.py --task SST-2 --from ../shared/data/sst2 --sentences OUT/tapt/SST-2.txt
+
+--sentences FILE writes the training split's sentences, one per line and without their labels (both sentences of
+a pair task), and nothing else: unlabeled in-domain text for task-adaptive pretraining, before there is a BPE.
 """
 import argparse
 from pathlib import Path
@@ -45,15 +50,33 @@ def binarize_fields(bpe_dir, bin_dir, dictionary, inputs, workers):
                        for field in fields}, workers)
 
 
+def task_source(task, out, source, mirror):
+    """The folder with the task's GLUE files: --from, or (SST-2) the files downloaded into OUT/raw."""
+    if source:
+        return Path(source)
+    download_checked(mirror, SST2_SHA256, out / "raw", instead="the SST-2 files", option="--from DIR")
+    return out / "raw"
+
+
+def write_sentences(task, path, source=None, mirror=SST2_MIRROR, max_examples=0):
+    """The training sentences of the task, without labels, one per line in path (the dev set never)."""
+    path = Path(path)
+    source = task_source(task, path.parent, source, mirror)
+    if not (source / "train.tsv").is_file():
+        raise PrepareError(f"--from {source}: missing train.tsv (the GLUE {task} files)")
+    examples = read_glue_tsv(source / "train.tsv", task)[: max_examples or None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(text + "\n" for texts, _ in examples for text in texts), encoding="utf-8")
+    print(f"prepare: {task}: {len(examples):,} training examples' sentences, without labels, in {path}")
+    return path
+
+
 def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST2_MIRROR, max_examples=0):
     out = Path(out)
     bin_dir = out / "bin"
     if already_prepared(bin_dir, Path("label", "dict.txt")):
         return bin_dir
-    if not source:
-        download_checked(mirror, SST2_SHA256, out / "raw", instead="the SST-2 files", option="--from DIR")
-        source = out / "raw"
-    source = Path(source)
+    source = task_source(task, out, source, mirror)
     dev_name = GLUE_TASKS[task][2]
     missing = [n for n in ("train.tsv", dev_name) if not (source / n).is_file()]
     if missing:
@@ -78,8 +101,11 @@ def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST
 
 def option_problems(args):
     """What is wrong with the options beyond what argparse checks (None where nothing is), for parse_args."""
-    return [*(f"--{name} {value}: no such file" for name, value in (("spm", args.spm), ("dict", args.dict))
-              if not Path(value).is_file()),
+    inputs = [] if args.sentences else [("spm", args.spm), ("dict", args.dict)]
+    return [*(f"--{name}: required (or --sentences FILE)" for name, value in inputs if value is None),
+            *(f"--{name} {value}: no such file" for name, value in inputs if value and not Path(value).is_file()),
+            args.sentences and args.out and "--sentences writes only FILE: give it without --out",
+            not args.sentences and not args.out and "--out: required (or --sentences FILE)",
             not_a_folder(args.source),
             f"--max-examples {args.max_examples}: expected a whole number >= 0 (0 = all)"
             if args.max_examples < 0 else None,
@@ -90,14 +116,19 @@ def option_problems(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True, choices=GLUE_TASKS, help="the GLUE task")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder")
     parser.add_argument("--from", dest="source", help="the task's folder of GLUE tsv files (default, SST-2 only: "
                         "download the sentence<TAB>label files)")
-    parser.add_argument("--spm", required=True, help="the pretraining's sentencepiece model")
-    parser.add_argument("--dict", required=True, help="the pretraining's dictionary (its bin/dict.txt)")
+    parser.add_argument("--spm", help="the pretraining's sentencepiece model")
+    parser.add_argument("--dict", help="the pretraining's dictionary (its bin/dict.txt)")
+    parser.add_argument("--sentences", metavar="FILE",
+                        help="only write the training sentences, without labels, to FILE (no --spm, --dict, --out)")
     parser.add_argument("--max-examples", type=int, default=0,
                         help="keep only the first N examples of each split (default 0: all)")
     args = parse_args(parser, argv, SST2_MIRROR, "SST-2", option_problems)
+    if args.sentences:
+        run(write_sentences, args.task, args.sentences, args.source, args.mirror, args.max_examples)
+        return
     run(prepare, args.task, args.out, args.spm, args.dict, args.source, args.workers, args.mirror, args.max_examples)
 
 

@@ -72,6 +72,29 @@ def test_every_nth_line_is_held_out(tmp_path):
     assert len((tmp_path / "out" / "train.txt").read_text().splitlines()) == 7
 
 
+def test_added_text_comes_after_the_first_max_lines_and_is_split_like_the_rest(tmp_path):
+    (tmp_path / "text.txt").write_text("".join(f"line {i}\n" for i in range(1, 11)))
+    (tmp_path / "task.txt").write_text("task 1\ntask 2\n")
+    split_train_valid([tmp_path / "text.txt"], tmp_path / "out", valid_every=3, max_lines=5,
+                      added=[tmp_path / "task.txt"])
+    assert (tmp_path / "out" / "valid.txt").read_text().splitlines() == ["line 3", "task 1"]
+    assert (tmp_path / "out" / "train.txt").read_text().splitlines() == ["line 1", "line 2", "line 4", "line 5",
+                                                                         "task 2"]
+
+
+def test_task_sentences_are_the_training_inputs_without_labels(tmp_path):
+    header = "index\tquestion\tsentence\tlabel"
+    (tmp_path / "train.tsv").write_text(f"{header}\n0\tWho?\tHe did.\tentailment\n1\tWhy?\tNo.\tnot_entailment\n")
+    (tmp_path / "dev.tsv").write_text(f"{header}\n0\tdev question\tdev sentence\tentailment\n")
+    run(["scripts/prepare_glue.py", "--task", "QNLI", "--from", tmp_path, "--sentences", tmp_path / "out" / "q.txt",
+         "--max-examples", "1"])
+    assert (tmp_path / "out" / "q.txt").read_text() == "Who?\nHe did.\n"  # no label, no dev sentence
+    proc = run(["scripts/prepare_glue.py", "--task", "QNLI", "--from", tmp_path, "--sentences", tmp_path / "x.txt",
+                "--out", tmp_path / "o"], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "--sentences writes only FILE: give it without --out")
+
+
 def test_a_bpe_without_specials_encodes_line_for_line(tmp_path):
     import sentencepiece as spm
 
