@@ -61,7 +61,7 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
     else:
         sections.append("## Convergence\n\nNo training logs (`train/*/train.log`) in the run folder.")
     learned_records = [r for r in records if r["model"] in learned]
-    control = control_section(run, out)
+    control = control_section(run, out, runs)
     if control:
         sections.append(control)
     if records:
@@ -139,22 +139,32 @@ def learned_section(checks, scored_on):
     return "\n".join(lines)
 
 
-def control_section(run, out):
+def control_section(run, out, runs):
     """Fine-tuned from pretraining vs from random weights (the recipes' RUN/finetune*/ and RUN/scratch*/ folders),
-    each over its seeds; control.json holds the numbers."""
+    each over its seeds; control.json holds the numbers. The recipe gives the seeds to the size whose pretraining
+    ended lowest (runs: the pretraining runs), which the section names first."""
     rows = control_rows(run)
     if not rows:
         return None
+    lines = ["## What pretraining added", ""]
+    ends = {r.name: r.log.validations[-1].metrics for r in runs if r.log.validations}
+    ends = {name: metrics for name, metrics in ends.items() if "valid_loss" in metrics}
+    if ends:
+        best = min(ends, key=lambda name: ends[name]["valid_loss"])
+        lines += ["Best pretraining size for this budget: **" + best + "**, the lowest masked-LM validation loss at "
+                  "the end of the same wall-clock budget (" + ", ".join(
+                      f"{name} {number_text(metrics['valid_loss'])} bits"
+                      + (f", {number_text(metrics['valid_accuracy'])}% of masked tokens right"
+                         if "valid_accuracy" in metrics else "") for name, metrics in ends.items()) + ").", ""]
     write_json(out / "control.json", [{"model": row["model"], "pretrained": list(row["pretrained"].values),
                                        "scratch": list(row["scratch"].values), "gain": row["gain"],
                                        "beyond_spread": row["beyond_spread"], "verdict": control_verdict(row)}
                                       for row in rows])
-    return "\n".join(["## What pretraining added", "",
-                      "The same fine-tuning (data, settings, epochs) from the pretrained checkpoint and from random "
-                      "weights, with each seed: dev accuracy (%) at the end of fine-tuning, mean +- standard "
-                      "deviation over the seeds (their range in brackets). The gain is larger than the spread when "
-                      "every pretrained seed beats every control seed.", "",
-                      control_markdown(rows), "", *[control_verdict(row) for row in rows]])
+    lines += ["The same fine-tuning (data, settings, epochs) from the pretrained checkpoint and from random weights, "
+              "with each seed: dev accuracy (%) at the end of fine-tuning, mean +- standard deviation over the seeds "
+              "(their range in brackets). The gain is larger than the spread when every pretrained seed beats every "
+              "control seed.", "", control_markdown(rows), "", *[control_verdict(row) for row in rows]]
+    return "\n".join(lines)
 
 
 def convergence_section(files, out):
