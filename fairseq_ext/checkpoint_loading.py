@@ -7,7 +7,8 @@ allowlisted here, which are exactly what fairseq and this plugin write into a ch
 class, a function call) is refused. Users who trust an older file that needs more opt in explicitly with torch's
 own switch, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, for that command only.
 
-Packed compressed files (scripts/pack_checkpoint.py, no pickle at all) load wherever a checkpoint does.
+Packed compressed files (scripts/pack_checkpoint.py, no pickle at all) load wherever a checkpoint does; for a task
+that runs --int4-kernels their <= 4-bit tensors stay codes, which the task builds its int4 modules from.
 
 Errors fairseq users see are one line each: a refused pickle (UnsafeCheckpointError: file, type, opt-in), a
 truncated or foreign checkpoint (ValueError), a checkpoint trained on another dictionary than the data folder's
@@ -15,6 +16,7 @@ truncated or foreign checkpoint (ValueError), a checkpoint trained on another di
 (AtomicCopies), so a kill during a save never leaves a truncated checkpoint_last.pt.
 """
 import argparse
+import contextvars
 import functools
 import os
 import pickle
@@ -25,7 +27,8 @@ from fairseq.dataclass.utils import overwrite_args_by_name
 from omegaconf import OmegaConf
 
 from fairseq_ext.compression import load_compressed
-from fairseq_ext.compression.packed import MAGIC
+from fairseq_ext.compression.int4 import MAX_BITS as INT4_MAX_BITS
+from fairseq_ext.compression.packed import MAGIC, StoredQuantized
 
 # fairseq stores the legacy `args` (and Namespace-valued config entries) as argparse.Namespace.
 CHECKPOINT_SAFE_GLOBALS = [argparse.Namespace]
@@ -70,14 +73,44 @@ def is_packed(path):
         return False  # not a local file: fairseq's own loader reports it
 
 
+class EnsembleLoad:
+    """One call of fairseq's load_model_ensemble_and_task. ``int4``: whether its task runs --int4-kernels (None: no
+    task was given, the checkpoint's config names it). ``header``: the header of the packed file just read with its
+    <= 4-bit tensors kept as codes, until the task's build_model takes it (take_packed_codes_header)."""
+
+    def __init__(self, int4):
+        self.int4, self.header = int4, None
+
+
+_ENSEMBLE_LOAD = contextvars.ContextVar("fairseq_ext_ensemble_load", default=None)
+
+
+def take_packed_codes_header():
+    """The header of the packed file whose state holds codes (StoredQuantized) for the model being built now, once;
+    None when the state is all tensors (a .pt checkpoint, or a packed file for a model without int4 kernels)."""
+    load = _ENSEMBLE_LOAD.get()
+    if load is None:
+        return None
+    header, load.header = load.header, None
+    return header
+
+
 def packed_checkpoint(path, arg_overrides=None):
-    state_dict, metadata, header = load_compressed(path)
+    state_dict, metadata, header = load_compressed(path, keep_quantized_bits=INT4_MAX_BITS)
     if not (metadata or {}).get("cfg"):
         raise ValueError(f"{path} is a compressed model file without a fairseq config (not written by "
                          f"scripts/pack_checkpoint.py); it cannot be loaded as a fairseq checkpoint")
     cfg = OmegaConf.create(config_from_json(metadata["cfg"]), flags={"allow_objects": True})
     if arg_overrides is not None:
         overwrite_args_by_name(cfg, arg_overrides)  # the same override rules as for a .pt checkpoint
+    load = _ENSEMBLE_LOAD.get()
+    int4 = load is not None and (load.int4 if load.int4 is not None else bool((cfg.get("task") or {}).get("int4_kernels")))
+    if int4:  # the task builds its int4 modules from the codes, never from float32 weights
+        load.header = header
+    else:
+        dense = {}
+        state_dict = {key: dense.setdefault(id(value), value.dense()) if isinstance(value, StoredQuantized) else value
+                      for key, value in state_dict.items()}
     return {
         "args": None,
         "cfg": cfg,
@@ -173,9 +206,14 @@ def dictionary_mismatch(filenames, task, error):
     )
 
 
-def checking_dictionaries(load_model_ensemble_and_task):
+def loading_ensembles(load_model_ensemble_and_task):
+    """fairseq's load_model_ensemble_and_task, with a vocabulary-size mismatch named (DictionaryMismatchError), and
+    packed files read into codes for a task that runs --int4-kernels (EnsembleLoad)."""
+
     @functools.wraps(load_model_ensemble_and_task)
     def load(filenames, arg_overrides=None, task=None, *args, **kwargs):
+        int4 = None if task is None else bool(getattr(getattr(task, "cfg", None), "int4_kernels", False))
+        token = _ENSEMBLE_LOAD.set(EnsembleLoad(int4))
         try:
             return load_model_ensemble_and_task(filenames, arg_overrides, task, *args, **kwargs)
         except RuntimeError as error:
@@ -183,6 +221,8 @@ def checking_dictionaries(load_model_ensemble_and_task):
             if mismatch is None:
                 raise
             raise mismatch from None
+        finally:
+            _ENSEMBLE_LOAD.reset(token)
 
     return load
 

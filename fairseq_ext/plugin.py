@@ -15,7 +15,8 @@ finds each patch marked and changes nothing):
 2. ``checkpoint_utils.load_checkpoint_to_cpu``, the function every fairseq loader goes through: packed ``.fxc``
    files load like checkpoints; a refused pickle or a truncated file is one line of error; a compression flag that
    the checkpoint's saved task has no key for (fairseq-validate would silently drop it) is refused.
-3. ``checkpoint_utils.load_model_ensemble_and_task``: a vocabulary-size mismatch names both dictionaries.
+3. ``checkpoint_utils.load_model_ensemble_and_task``: a vocabulary-size mismatch names both dictionaries; a task
+   that runs ``--int4-kernels`` gets a packed file's 4-bit tensors as codes.
 4. ``checkpoint_utils.PathManager``: the copy of a fresh checkpoint to ``checkpoint_last.pt`` is atomic.
 5. ``RobertaModel.add_args``: + ``--post-norm`` for the ``roberta_d*_h*`` grid.
 
@@ -61,6 +62,6 @@ def loading_checkpoints(load_checkpoint_to_cpu):
 
 torch.serialization.add_safe_globals(checkpoint_loading.CHECKPOINT_SAFE_GLOBALS)
 patch(checkpoint_utils, "load_checkpoint_to_cpu", loading_checkpoints)
-patch(checkpoint_utils, "load_model_ensemble_and_task", checkpoint_loading.checking_dictionaries)
+patch(checkpoint_utils, "load_model_ensemble_and_task", checkpoint_loading.loading_ensembles)
 patch(checkpoint_utils, "PathManager", checkpoint_loading.AtomicCopies)
 patch(RobertaModel, "add_args", roberta_grid.with_post_norm_flag, static=True)

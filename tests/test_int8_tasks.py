@@ -29,8 +29,10 @@ def task_and_model(from_checkpoint=True, **flags):
 
 
 def load(model):
-    """What fairseq does right after building the model: load the checkpoint's weights (fires the hook)."""
-    model.load_state_dict(model.state_dict())
+    """What fairseq does right after building the model: load the checkpoint's weights (fires the hooks). With
+    kernels on, the model was built without float weights (on the meta device): the checkpoint is a float model of
+    the same arch and seed."""
+    model.load_state_dict(task_and_model(from_checkpoint=False)[1].state_dict())
     return model
 
 

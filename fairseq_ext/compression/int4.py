@@ -25,6 +25,10 @@ Plain torch, duck-typed: no fairseq import.
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 from torch import nn
 
@@ -34,7 +38,7 @@ from .quantization import QuantizedTensor, quantize
 __all__ = [
     "KERNEL_GROUP_SIZES", "Int4Linear", "Int4Embedding", "int4_kernel_problem", "kernel_group_size",
     "int4_linear_from_quantized", "int4_embedding_from_quantized", "int4_modules", "quantize_model_int4",
-    "int4_width_problems", "packed_row_layout",
+    "int4_width_problems", "packed_row_layout", "CodedWeight", "replace_with_int4",
 ]
 
 KERNEL_GROUP_SIZES = (256, 128, 64, 32)  # what _weight_int4pack_mm_for_cpu accepts, largest first
@@ -74,39 +78,49 @@ def _grid_group_width(quantized: QuantizedTensor) -> int:
     return {"group": quantized.group_size, "channel": width, "tensor": rows * width}[quantized.granularity]
 
 
-def _kernel_codes_and_grid(quantized: QuantizedTensor, group: int):
-    """(int32 codes q in 0..15 of shape (rows, width), bf16 scales_and_zeros (width / group, rows, 2))."""
+def _kernel_grid(quantized: QuantizedTensor, group: int):
+    """(bf16 scales_and_zeros (width / group, rows, 2), int32 zero point per (row, kernel group) to shift the codes
+    by, or None when the codes stay as they are and the zeros carry the zero points)."""
     rows, width = quantized.shape
     if quantized.bits > MAX_BITS:
         raise ValueError(f"int4 kernels hold at most {MAX_BITS}-bit codes, not {quantized.bits}")
-    group_width = _grid_group_width(quantized)
     # Grid group of every (row, kernel group): both index the flat tensor, grid groups being its runs of group_width.
     starts = torch.arange(rows)[:, None] * width + torch.arange(0, width, group)[None, :]
-    grid_group = starts // group_width  # (rows, width / group)
+    grid_group = starts // _grid_group_width(quantized)  # (rows, width / group)
     scale = quantized.scale[grid_group]
     zero_point = quantized.zero_point[grid_group].to(torch.int32)
-    codes = quantized.codes.to(torch.int32)
-    shifted = quantized.bits < MAX_BITS or quantized.scheme == "symmetric"
-    if shifted:  # c - z + 8 stays within 0..15: the zero is exactly 0
-        codes = codes - zero_point.repeat_interleave(group, dim=1) + 8
-        zero = torch.zeros_like(scale)
+    if quantized.bits < MAX_BITS or quantized.scheme == "symmetric":  # c - z + 8 stays within 0..15: zero is 0
+        shift, zero = zero_point, torch.zeros_like(scale)
     else:
-        zero = (8 - zero_point).float() * scale
+        shift, zero = None, (8 - zero_point).float() * scale
     grid = torch.stack([scale, zero], dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
-    return codes, grid
+    return grid, shift
+
+
+def _kernel_codes(quantized: QuantizedTensor, group: int, shift, start: int, stop: int) -> torch.Tensor:
+    """int32 kernel codes q (0..15) of rows start..stop; rows past the weight's are padding (code 8)."""
+    rows, width = quantized.shape
+    end = min(stop, rows)
+    codes = quantized.codes[start:end].to(torch.int32)
+    if shift is not None:
+        codes = codes - shift[start:end].repeat_interleave(group, dim=1) + 8
+    if stop > end:
+        codes = torch.cat([codes, torch.full((stop - max(start, rows), width), 8, dtype=torch.int32)])
+    return codes
 
 
 def _padded_rows(rows: int) -> int:
     return -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
 
 
-def _pack(codes: torch.Tensor) -> torch.Tensor:
-    """torch's int4 packing of int32 codes (rows a multiple of 16), in chunks of rows when the layout allows it."""
-    rows = codes.shape[0]
-    if rows > PACK_CHUNK_ROWS and packed_row_layout(rows).chunkable:
-        return torch.cat([_pack_op()(codes[i : i + PACK_CHUNK_ROWS].contiguous(), 2).reshape(-1)
-                          for i in range(0, rows, PACK_CHUNK_ROWS)]).reshape(rows, -1)
-    return _pack_op()(codes.contiguous(), 2)
+def _packed_codes(quantized: QuantizedTensor, group: int, shift) -> torch.Tensor:
+    """torch's int4 packing of the kernel codes, PACK_CHUNK_ROWS rows at a time where the layout allows it (the
+    packing takes int32 codes: 4 bytes per weight for a whole vocabulary projection at once)."""
+    rows = _padded_rows(quantized.shape[0])
+    step = PACK_CHUNK_ROWS if packed_row_layout(rows).chunkable else rows
+    chunks = [_pack_op()(_kernel_codes(quantized, group, shift, a, min(a + step, rows)), 2)
+              for a in range(0, rows, step)]
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 class Int4Linear(nn.Module):
@@ -149,13 +163,11 @@ def int4_linear_from_quantized(quantized: QuantizedTensor, bias: torch.Tensor | 
     if problem:
         raise ValueError(problem)
     group = kernel_group_size(width, _grid_group_width(quantized))
-    codes, grid = _kernel_codes_and_grid(quantized, group)
+    grid, shift = _kernel_grid(quantized, group)
     padded = _padded_rows(rows)
     if padded != rows:  # zero rows (code 8, scale 0) that the forward slices off
-        codes = torch.cat([codes, torch.full((padded - rows, width), 8, dtype=torch.int32)])
         grid = torch.cat([grid, torch.zeros(grid.shape[0], padded - rows, 2, dtype=grid.dtype)], dim=1)
-    packed = _pack(codes)
-    del codes
+    packed = _packed_codes(quantized, group, shift)
     bias = None if bias is None else bias.detach().float().clone()
     return Int4Linear(packed, grid, group, width, rows, bias)
 
@@ -300,20 +312,22 @@ def int4_embedding_from_quantized(quantized: QuantizedTensor, padding_idx=None, 
     if source is None:
         source = int4_linear_from_quantized(quantized)
     layout = packed_row_layout(source.packed_weight.shape[0])
-    if layout.readable and _reads_back(source, layout, quantized):
+    grid, shift = _kernel_grid(quantized, source.group_size)
+    if layout.readable and _reads_back(source, layout, quantized, shift):
         return Int4Embedding(rows, width, padding_idx, source=source)
-    codes, grid = _kernel_codes_and_grid(quantized, source.group_size)
-    return Int4Embedding(rows, width, padding_idx, codes=codes.to(torch.uint8), scales_and_zeros=grid[:, :rows],
-                         group_size=source.group_size)
+    codes = torch.cat([_kernel_codes(quantized, source.group_size, shift, a, min(a + PACK_CHUNK_ROWS, rows))
+                       .to(torch.uint8) for a in range(0, rows, PACK_CHUNK_ROWS)])
+    return Int4Embedding(rows, width, padding_idx, codes=codes, scales_and_zeros=grid, group_size=source.group_size)
 
 
-def _reads_back(source: Int4Linear, layout: PackedRowLayout, quantized: QuantizedTensor) -> bool:
-    expected, _ = _kernel_codes_and_grid(quantized, source.group_size)
-    width = source.in_features
-    for start in range(0, quantized.shape[0], PACK_CHUNK_ROWS):
-        rows = torch.arange(start, min(start + PACK_CHUNK_ROWS, quantized.shape[0]))
-        index, shift = layout.positions(rows, width)
-        if not torch.equal((source.packed_weight.reshape(-1)[index].to(torch.int32) >> shift) & 15, expected[rows]):
+def _reads_back(source: Int4Linear, layout: PackedRowLayout, quantized: QuantizedTensor, shift) -> bool:
+    """Whether ``layout`` finds, in the source's packed bytes, exactly the kernel codes of every row."""
+    rows, width = quantized.shape
+    for start in range(0, rows, PACK_CHUNK_ROWS):
+        stop = min(start + PACK_CHUNK_ROWS, rows)
+        index, nibble = layout.positions(torch.arange(start, stop), width)
+        found = (source.packed_weight.reshape(-1)[index].to(torch.int32) >> nibble) & 15
+        if not torch.equal(found, _kernel_codes(quantized, source.group_size, shift, start, stop)):
             return False
     return True
 
@@ -340,50 +354,109 @@ def int4_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, (Int4Linear, Int4Embedding))}
 
 
+@dataclass
+class CodedWeight:
+    """A weight to run on int4 codes: ``grid`` tells its shape and grid (shape, bits, granularity, group_size, as a
+    QuantizedTensor has them), ``codes()`` gives its QuantizedTensor, ``value()`` its float value (for a module that
+    reads it as a float). Both are called at most once, when its turn comes: one weight's codes at a time."""
+
+    grid: Any
+    codes: Callable[[], QuantizedTensor]
+    value: Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class GridShape:
+    shape: tuple[int, ...]
+    bits: int
+    granularity: str
+    group_size: int
+
+
+def replace_with_int4(model: nn.Module, weights: dict[str, CodedWeight], bias_of: Callable) -> dict[str, list]:
+    """Replace, in place, every float Linear and token Embedding whose weight is one of ``weights`` (keyed by a
+    state_dict name of the parameter) by int4 modules of its codes, one weight at a time; a tied table reads its
+    projection's codes. A table another module reads as a float (RoBERTa's LM head) stays a float, made of value().
+    ``bias_of(module, weight names)``: the bias of a Linear being replaced. Returns {"linears": [...], "embeddings":
+    [...]} (qualified module names), "replaced_weights" (the state_dict names of the weights and biases now inside
+    int4 modules) and "float_weights" ([(state_dict names, tensor)] of the weights kept float). ValueError listing
+    every weight the kernels cannot hold, before any change."""
+    problems = int4_width_problems({name: weight.grid for name, weight in weights.items()})
+    if problems:
+        raise ValueError("; ".join(problems))
+    by_id = {id(p): name for name, p in model.named_parameters(remove_duplicate=False) if name in weights}
+    holders = {}  # weight name -> {(id(module), parameter name): [module, parameter name, [qualified names]]}
+    places = {}  # id(module) -> {(id(parent), attribute): (parent, attribute, qualified module name)}
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for name, parameter in module._parameters.items():
+            if parameter is not None and id(parameter) in by_id:
+                found = holders.setdefault(by_id[id(parameter)], {}).setdefault((id(module), name), [module, name, []])
+                found[2].append(f"{module_name}.{name}" if module_name else name)
+        for attribute, child in module.named_children():
+            qualified = f"{module_name}.{attribute}" if module_name else attribute
+            places.setdefault(id(child), {}).setdefault((id(module), attribute), (module, attribute, qualified))
+    result = {"linears": [], "embeddings": [], "replaced_weights": [], "float_weights": []}
+    for name, weight in weights.items():
+        found = list(holders.pop(name, {}).values())  # popped: a replaced float weight is freed as we go
+        quantized, linear, converted = weight.codes(), None, set()
+        for module, parameter, names in found:
+            if parameter == "weight" and is_float_linear(module):
+                bias_names = [q[: -len("weight")] + "bias" for q in names]
+                if linear is None:
+                    linear = int4_linear_from_quantized(quantized, bias_of(module, names))
+                _replace(places[id(module)].values(), linear, result["linears"])
+                result["replaced_weights"] += names + bias_names
+                converted.add(id(module))
+        rest = [h for h in found if id(h[0]) not in converted]
+        if any(not (h[1] == "weight" and type(h[0]) is nn.Embedding) for h in rest):
+            value = weight.value()
+            parameter = nn.Parameter(value, requires_grad=False)
+            for module, attribute, names in rest:
+                module._parameters[attribute] = parameter
+                result["float_weights"].append((names, value))
+            continue
+        embedding = None
+        for module, _, names in rest:
+            if embedding is None:
+                embedding = int4_embedding_from_quantized(quantized, module.padding_idx, linear)
+            _replace(places[id(module)].values(), embedding, result["embeddings"])
+            result["replaced_weights"] += names
+        del quantized
+    disable_attention_fast_path(model)
+    model.eval()
+    return result
+
+
+def _replace(places, module, names):
+    for parent, attribute, qualified in places:
+        if getattr(parent, attribute) is not module:
+            setattr(parent, attribute, module)
+            names.append(qualified)
+
+
 def quantize_model_int4(model: nn.Module, quantized_names, bits, scheme, granularity, group_size=0):
     """Replace, in place, the float Linears and token Embeddings whose weights (``quantized_names``: state_dict
-    names, one per tied Parameter) lie on the 4-bit grid ``quantize(weight, bits, scheme, granularity,
-    group_size)`` by int4 modules of exactly those codes (re-quantizing a quantized weight gives back its codes).
-    A table whose weight another module still reads as a float is left as it is. Returns {"linears": [...],
-    "embeddings": [...]} (qualified names); ValueError listing every weight the kernels cannot hold, before any
-    change."""
+    names, one per tied Parameter) lie on the grid ``quantize(weight, bits, scheme, granularity, group_size)`` by
+    int4 modules of exactly those codes (re-quantizing a quantized weight gives back its codes), one weight at a time,
+    each float weight freed once replaced. Returns replace_with_int4's result."""
     problem = int4_kernel_problem(*_device_and_dtype(model))
     if problem:
         raise ValueError(problem)
-    parameter_name = {id(p): name for name, p in model.named_parameters() if name in set(quantized_names)}
-    holders = []  # (parent, attribute, qualified name, module) of every float Linear / token Embedding to replace
-    for parent_name, parent in list(model.named_modules()):
-        for attribute, child in parent.named_children():
-            if (is_float_linear(child) or type(child) is nn.Embedding) and id(child.weight) in parameter_name:
-                holders.append((parent, attribute, f"{parent_name}.{attribute}" if parent_name else attribute, child))
-    read_elsewhere = {id(p) for m in model.modules() if not (is_float_linear(m) or type(m) is nn.Embedding)
-                      for p in m.parameters(recurse=False)}
-    codes = {}
-    for *_, child in holders:
-        if id(child.weight) not in codes:
-            codes[id(child.weight)] = quantize(child.weight.detach().float(), bits, scheme, granularity, group_size)
-    problems = int4_width_problems({parameter_name[key]: q for key, q in codes.items()})
-    if problems:
-        raise ValueError("; ".join(problems))
-    model.eval()
-    linear_of, replaced = {}, {"linears": [], "embeddings": []}
-    for parent, attribute, name, child in holders:  # Linears first: a tied table then reads their codes
-        if is_float_linear(child):
-            key = id(child.weight)
-            module = int4_linear_from_quantized(codes[key], child.bias)
-            linear_of.setdefault(key, module)
-            setattr(parent, attribute, module)
-            replaced["linears"].append(name)
-    embedding_of = {}
-    for parent, attribute, name, child in holders:
-        key = id(child.weight)
-        if type(child) is nn.Embedding and key not in read_elsewhere:
-            if key not in embedding_of:
-                embedding_of[key] = int4_embedding_from_quantized(codes[key], child.padding_idx, linear_of.get(key))
-            setattr(parent, attribute, embedding_of[key])
-            replaced["embeddings"].append(name)
-    disable_attention_fast_path(model)
-    return replaced
+    parameters = dict(model.named_parameters())
+    weights = {
+        name: CodedWeight(
+            GridShape(tuple(parameters[name].shape), bits, granularity, group_size),
+            functools.partial(_quantized_weight, model, name, bits, scheme, granularity, group_size),
+            functools.partial(model.get_parameter, name),
+        )
+        for name in quantized_names if name in parameters
+    }
+    del parameters
+    return replace_with_int4(model, weights, lambda module, names: module.bias)
+
+
+def _quantized_weight(model, name, bits, scheme, granularity, group_size):
+    return quantize(model.get_parameter(name).detach().float(), bits, scheme, granularity, group_size)
 
 
 def _device_and_dtype(model):

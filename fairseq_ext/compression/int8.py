@@ -128,8 +128,10 @@ def quantize_linears_int8(model, *, per_channel=True, skip=(), engine="auto"):
     The model must be on the CPU in fp32; it is put in eval mode (quantized modules do not train).
     Returns the list of the qualified names replaced.
     """
-    params = list(model.parameters())
-    check_int8_supported(params[0].device if params else "cpu", params[0].dtype if params else torch.float32, engine)
+    first = next(model.parameters(), None)  # not a list of them all: each float weight is freed once replaced
+    check_int8_supported(first.device if first is not None else "cpu",
+                         first.dtype if first is not None else torch.float32, engine)
+    del first
     engine = int8_engine(engine)
     qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
     model.eval()

@@ -35,7 +35,7 @@ from torch import nn
 from . import bitpack, sparse_index
 from .accounting import SCALE_BYTES, CompressionReport, TensorBytes, measure, report
 from .plan import CompressedTensor, TensorPlan, compressed_copy, plan_compression
-from .quantization import group_count, group_width_problem
+from .quantization import QuantizedTensor, group_count, group_width_problem
 from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec, group_size_problem
 from .tensors import flat_numpy
 
@@ -189,19 +189,55 @@ def _write_atomically(path, parts: list[bytes]) -> None:
         raise
 
 
-def load_compressed(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
+def load_compressed(
+    path: str | os.PathLike, keep_quantized_bits: int = 0
+) -> tuple[dict[str, torch.Tensor | StoredQuantized], dict[str, Any] | None, dict[str, Any]]:
     """(dense state_dict with every key, tied keys sharing one tensor; the caller's metadata; the
-    header). Raises ValueError naming the problem for a truncated, altered or foreign file."""
+    header). Raises ValueError naming the problem for a truncated, altered or foreign file.
+    ``keep_quantized_bits`` B > 0: the tensors quantized at <= B bits come back as StoredQuantized, which decode
+    on demand (to their codes, or dense), so that a model built straight from codes never holds them all in float."""
     with open(path, "rb") as file:
         data = memoryview(file.read())
     try:
         header, payload = _verified_parts(data)
-        state = {record["name"]: _decode(record, payload) for record in _checked_records(header, len(payload))}
+        state = {}
+        for record in _checked_records(header, len(payload)):
+            kept = record["quantized"] and record["bits"] <= keep_quantized_bits
+            state[record["name"]] = StoredQuantized(record, payload) if kept else _decode(record, payload)
         aliases = _checked_aliases(header, state)
     except _Corrupt as problem:
         raise ValueError(f"{os.fspath(path)} is not a valid compressed model file: {problem}") from None
     state.update({alias: state[target] for alias, target in aliases.items()})
     return state, header["metadata"], header
+
+
+class StoredQuantized:
+    """A quantized tensor of a packed file, not decoded yet: ``quantized()`` gives its codes and grid (a
+    QuantizedTensor, one byte per entry), ``dense()`` the tensor load_compressed would have given."""
+
+    def __init__(self, record: dict, payload: memoryview):
+        self._record, self._payload = record, payload
+        self.shape = torch.Size(record["shape"])
+        self.bits, self.granularity, self.group_size = record["bits"], record["granularity"], record.get("group_size", 0)
+
+    def quantized(self) -> QuantizedTensor:
+        record = self._record
+        try:
+            codes, scales, zero_points = _decoded_codes(record, self._payload, _stored_positions(record, self._payload))
+        except _Corrupt as problem:
+            raise ValueError(f"not a valid compressed model file: {problem}") from None
+        return QuantizedTensor(
+            codes=torch.from_numpy(codes).reshape(self.shape), scale=torch.from_numpy(scales[:, 0].copy()),
+            zero_point=torch.from_numpy(zero_points[:, 0].astype(np.int32)), bits=record["bits"],
+            scheme=record["scheme"], granularity=record["granularity"], group_size=record.get("group_size", 0),
+            dtype=DTYPES[record["dtype"]],
+        )
+
+    def dense(self) -> torch.Tensor:
+        try:
+            return _decode(self._record, self._payload)
+        except _Corrupt as problem:
+            raise ValueError(f"not a valid compressed model file: {problem}") from None
 
 
 class _Corrupt(Exception):
@@ -298,41 +334,56 @@ def _blob(record: dict, payload: memoryview, name: str) -> memoryview:
     return payload[offset : offset + length]
 
 
-def _decode(record: dict, payload: memoryview) -> torch.Tensor:
-    shape, layout, entries = record["shape"], record["layout"], record["entries"]
-    numel = math.prod(shape)
+def _stored_positions(record: dict, payload: memoryview) -> np.ndarray | None:
+    """Flat positions of the stored entries; None: all of them (a dense layout)."""
+    layout, entries, numel = record["layout"], record["entries"], math.prod(record["shape"])
     where = f"tensor {record['name']!r}"
     if layout == "dense":
-        positions = None
-    elif layout == "bitmap":
+        return None
+    if layout == "bitmap":
         try:
             positions = sparse_index.bitmap_decode(_blob(record, payload, "index"), numel)
         except ValueError as error:
             raise _Corrupt(f"{where}: {error}") from None
         _require(positions.size == entries, f"{where}: the bitmap marks {positions.size} values, not {entries}")
+        return positions
+    skips = bitpack.unpack(_blob(record, payload, "index"), record["delta_bits"], entries)
+    try:
+        return sparse_index.delta_decode(skips, numel, record["delta_bits"])
+    except ValueError as error:
+        raise _Corrupt(f"{where}: {error}") from None
+
+
+def _decoded_codes(record: dict, payload: memoryview, positions: np.ndarray | None):
+    """(uint8 codes (groups, entries per group), float32 scales (groups, 1), uint8 zero points (groups, 1)) of a
+    quantized record; unstored entries hold their group's zero code."""
+    codes = bitpack.unpack(_blob(record, payload, "values"), record["bits"], record["entries"])
+    scales = np.frombuffer(_blob(record, payload, "scales"), dtype="<f4").astype(np.float32)[:, None]
+    if record["scheme"] == "asymmetric":
+        zero_points = np.frombuffer(_blob(record, payload, "zero_points"), dtype=np.uint8)
+        _require(bool(np.all(zero_points < 2 ** record["bits"])), f"tensor {record['name']!r}: zero point out of range")
     else:
-        skips = bitpack.unpack(_blob(record, payload, "index"), record["delta_bits"], entries)
-        try:
-            positions = sparse_index.delta_decode(skips, numel, record["delta_bits"])
-        except ValueError as error:
-            raise _Corrupt(f"{where}: {error}") from None
+        zero_points = np.full(record["groups"], 2 ** (record["bits"] - 1), dtype=np.uint8)
+    zero_points = zero_points[:, None]
+    groups = np.empty((record["groups"], math.prod(record["shape"]) // record["groups"]), dtype=np.uint8)
+    groups[:] = zero_points
+    groups.reshape(-1)[positions if positions is not None else slice(None)] = codes
+    return groups, scales, zero_points
+
+
+def _decode(record: dict, payload: memoryview) -> torch.Tensor:
+    shape = record["shape"]
+    numel = math.prod(shape)
+    positions = _stored_positions(record, payload)
     dtype = DTYPES[record["dtype"]]
     if numel == 0:
         return torch.empty(shape, dtype=dtype)
     if record["quantized"]:
-        codes = bitpack.unpack(_blob(record, payload, "values"), record["bits"], entries)
-        scales = np.frombuffer(_blob(record, payload, "scales"), dtype="<f4").astype(np.float32)[:, None]
-        if record["scheme"] == "asymmetric":
-            zero_points = np.frombuffer(_blob(record, payload, "zero_points"), dtype=np.uint8)
-            _require(bool(np.all(zero_points < 2 ** record["bits"])), f"{where}: zero point out of range")
-        else:
-            zero_points = np.full(record["groups"], 2 ** (record["bits"] - 1))
-        zero_points = zero_points.astype(np.float32)[:, None]
-        # Unstored entries hold their group's zero code; then the arithmetic of dequantize(), in
-        # float32, gives the same bits as the compressed model (+0.0 where nothing is stored).
-        groups = np.empty((record["groups"], numel // record["groups"]), dtype=np.float32)
-        groups[:] = zero_points
-        groups.reshape(-1)[positions if positions is not None else slice(None)] = codes
+        codes, scales, zero_points = _decoded_codes(record, payload, positions)
+        zero_points = zero_points.astype(np.float32)
+        # The arithmetic of dequantize(), in float32, gives the same bits as the compressed model (+0.0 where
+        # nothing is stored: an unstored entry holds its group's zero code).
+        groups = codes.astype(np.float32)
         np.subtract(groups, zero_points, out=groups)
         np.multiply(groups, scales, out=groups)
         return torch.from_numpy(groups).reshape(shape).to(dtype)

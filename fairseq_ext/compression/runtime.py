@@ -1,4 +1,7 @@
-"""The memory of a model's weights as it runs, whatever holds them: float parameters, int8 and int4 modules."""
+"""The memory of a model's weights as it runs, whatever holds them (float parameters, int8 and int4 modules), and
+the allocator setting that keeps a process's peak near it."""
+
+import ctypes
 
 from torch import nn
 
@@ -18,3 +21,19 @@ def runtime_bytes(model: nn.Module) -> int:
         weight, bias = module.weight(), module.bias()
         total += weight.numel() + 4 * weight.shape[0] + (0 if bias is None else bias.numel() * bias.element_size())
     return total
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def return_large_frees_to_the_os() -> bool:
+    """Pin glibc's mmap threshold at its initial 128 KiB. By default it rises to the size of every large block freed
+    (up to 32 MiB), after which blocks that size come from the heap, and a heap freed in the middle stays resident:
+    converting a model one weight at a time then leaves hundreds of MB of freed temporaries in the process's RSS.
+    Returns whether it was set (False where the C library has no mallopt)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))

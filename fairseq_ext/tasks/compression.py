@@ -5,7 +5,10 @@ Two modes, told apart by how fairseq builds the model:
 - Evaluation (fairseq-generate, -validate, -interactive, hub loading). fairseq builds the model with
   ``build_model(cfg, from_checkpoint=True)`` and then calls ``model.load_state_dict(checkpoint weights)``. A
   load_state_dict post-hook compresses the model right after that, in place and once, before any decoding or
-  scoring, and logs one ``compressed {json}`` line. The checkpoint may come from the stock task: generate and
+  scoring, and logs one ``compressed {json}`` line. With ``--int8-kernels`` or ``--int4-kernels`` the Linears and
+  Embeddings are built on the meta device and a pre-hook gives them the checkpoint's own tensors (held once, not
+  twice, while the load converts them); a packed file for ``--int4-kernels`` goes further: the pre-hook makes int4
+  modules of the file's codes, and its header gives the line's figures (there is nothing left to compress). The checkpoint may come from the stock task: generate and
   interactive use the task named on the command line, whatever task trained the weights.
 - Training (fairseq-train builds with ``from_checkpoint=False``). Pruning follows ``--prune-schedule``, a pure
   function of fairseq's update count; the masks are re-applied after every optimizer step, so pruned weights are
@@ -19,11 +22,14 @@ Two modes, told apart by how fairseq builds the model:
 In both modes ``reduce_metrics`` adds ``sparsity`` and ``model_mb`` to fairseq's train/valid logs, for any
 criterion (so no criterion wrappers are needed).
 """
+import functools
 import json
 import logging
+import math
 
 from fairseq.logging import metrics
 
+from fairseq_ext.checkpoint_loading import take_packed_codes_header
 from fairseq_ext.compression import (
     CompressionSpec,
     PruningSchedule,
@@ -36,11 +42,17 @@ from fairseq_ext.compression import (
     quantizable_weights,
 )
 
+from fairseq_ext.compression.int4_state import load_int4_state
+from fairseq_ext.compression.meta_build import assign_meta_parameters, weights_on_meta
+from fairseq_ext.compression.runtime import return_large_frees_to_the_os, runtime_bytes
+
 from .calibration import compress_with_calibration
 from .compression_config import (
     check_compression_config, compression_on, pruning_on, refuse_calibration_in_training, value,
 )
-from .inference_speed import SPEED_FIELDS, apply_speed_flags, refuse_in_training
+from .inference_speed import (
+    SPEED_FIELDS, apply_speed_flags, check_packed_for_int4, guard_cpu_fp32, int4_figures, refuse_in_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +109,10 @@ def compressed_line_figures(report, model, spec=None, calibration=None):
     return figures
 
 
+def _take_checkpoint_tensors(model, state_dict, *args):
+    assign_meta_parameters(model, state_dict)
+
+
 class CompressionTaskMixin:
     """Put first among the bases of a stock task class; ``cfg`` must include CompressionConfig's fields."""
 
@@ -113,7 +129,20 @@ class CompressionTaskMixin:
     # ---- evaluation: compress once the checkpoint's weights are in ----
 
     def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
+        header = take_packed_codes_header() if from_checkpoint else None
+        if header is not None:
+            check_packed_for_int4(header, compression_spec(self.cfg))
+        kernels = value(self.cfg, "int8_kernels") or value(self.cfg, "int4_kernels")
+        if not (from_checkpoint and kernels):
+            model = super().build_model(cfg, from_checkpoint)
+        else:  # the kernels' model is made from the checkpoint's own tensors or codes: no float32 copy of them
+            return_large_frees_to_the_os()
+            with weights_on_meta():
+                model = super().build_model(cfg, from_checkpoint)
+            if header is not None:
+                model.register_load_state_dict_pre_hook(functools.partial(self._build_int4_from_codes, header))
+                return model
+            model.register_load_state_dict_pre_hook(_take_checkpoint_tensors)
         if from_checkpoint:
             model.register_load_state_dict_post_hook(self._compress_loaded_model)
         else:
@@ -132,6 +161,26 @@ class CompressionTaskMixin:
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
         figures = compressed_line_figures(report, model, spec, calibration)
         figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model, spec))  # after, in place
+        logger.info("compressed %s", json.dumps(figures))
+
+    def _build_int4_from_codes(self, header, model, state_dict, *args):
+        parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        try:
+            replaced = load_int4_state(model, state_dict)
+        except ValueError as error:
+            raise ValueError(f"--int4-kernels: {error}") from None
+        spec = CompressionSpec.from_dict(header["spec"])
+        self._figures = {"sparsity": header["achieved_sparsity"], "model_mb": header["accounted_bytes"] / MB}
+        figures = {
+            "sparsity": round(header["achieved_sparsity"], 4), "bits": spec.bits,
+            "compressed_mb": round(header["accounted_bytes"] / MB, 3), "fp32_mb": round(header["fp32_bytes"] / MB, 3),
+            "ratio": round(header["fp32_bytes"] / header["accounted_bytes"], 2),
+            "params": sum(math.prod(r["shape"]) for r in header["tensors"] if r["name"] in parameters),
+            "from_codes": True,
+            **int4_figures(model, replaced),
+        }
+        guard_cpu_fp32(model, "--int4-kernels")
+        figures["runtime_mb"] = round(runtime_bytes(model) / MB, 3)
         logger.info("compressed %s", json.dumps(figures))
 
     # ---- training: schedule, masks after every step, quantization-aware passes ----

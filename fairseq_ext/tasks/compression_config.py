@@ -263,7 +263,7 @@ def int4_problems(v):
     if missing:
         problems.append(f"--int4-kernels: {missing}; use --int8-kernels, or simulated --quant-bits without either")
     bits = v["quant_bits"]
-    if bits not in INT4_BITS:
+    if bits in QUANTIZED_BITS and bits not in INT4_BITS:  # unquantized: a packed file may hold the codes
         problems.append(f"--int4-kernels runs weights quantized at --quant-bits {', '.join(map(str, INT4_BITS))} "
                         f"(got --quant-bits {bits}); for 5..8 bits use --int8-kernels")
     if v["int8_kernels"]:

@@ -24,7 +24,8 @@ from fairseq_ext.compression.int8 import (
     quantize_linears_int8,
 )
 from fairseq_ext.compression.runtime import runtime_bytes
-from fairseq_ext.compression.int4 import quantize_model_int4
+from fairseq_ext.compression import CompressionSpec
+from fairseq_ext.compression.int4 import MAX_BITS, quantize_model_int4
 from fairseq_ext.compression.quantization import quantizable_weights
 from fairseq_ext.compression.structured import structured_prune
 
@@ -84,6 +85,9 @@ def apply_speed_flags(v, model, spec):
         guard_cpu_fp32(model, "--int8-kernels")
     if v["int4_kernels"]:
         _check_cpu_fp32(model, "--int4-kernels")
+        if not (spec.quantizes and spec.bits <= MAX_BITS):
+            raise ValueError(f"--int4-kernels runs weights quantized at 2..{MAX_BITS} bits: add --quant-bits 2, 3 or "
+                             f"{MAX_BITS} (this checkpoint holds float weights), or load a packed .fxc of them")
         quantized = quantizable_weights(model, include_embeddings=spec.quantize_embeddings)
         try:
             replaced = quantize_model_int4(model, quantized, spec.bits, spec.scheme, spec.granularity, spec.group_size)
@@ -101,3 +105,22 @@ def int4_figures(model, replaced):
     float_linears = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
     return {"int4_linears": len(replaced["linears"]), "int4_embeddings": len(replaced["embeddings"]),
             "float_linears": float_linears}
+
+
+# What fixes the codes a packed file holds: flags that ask for other values cannot be honoured from its codes.
+STORED_GRID = ("sparsity", "bits", "scheme", "granularity", "group_size")
+
+
+def check_packed_for_int4(header, flags_spec):
+    """ValueError unless a packed file (its header) can run on int4 kernels as the command line's flags ask: its
+    weights at 2..4 bits, and the compression flags, if any, those it was packed with."""
+    spec = CompressionSpec.from_dict(header["spec"])
+    if not (spec.quantizes and spec.bits <= MAX_BITS):
+        raise ValueError(f"--int4-kernels runs weights quantized at 2..{MAX_BITS} bits; this packed file holds "
+                         f"{spec.bits}-bit weights: use --int8-kernels, or pack it with --quant-bits 2..{MAX_BITS}")
+    if flags_spec.enabled:
+        differ = [f"{name} {getattr(flags_spec, name)} (the file: {getattr(spec, name)})" for name in STORED_GRID
+                  if getattr(flags_spec, name) != getattr(spec, name)]
+        if differ:
+            raise ValueError("--int4-kernels runs a packed file's own codes; the compression flags ask for "
+                             + ", ".join(differ) + ": drop the --prune-*/--quant-* flags, or give the file's")
