@@ -7,10 +7,10 @@ ordinary checkpoints, and pad the real Multi30k dictionaries to the vocabulary s
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 from fairseq_ext.benchmarks import PLUGIN_DIR
+from fairseq_ext.measured_run import run_measured
 
 REPO = PLUGIN_DIR.parent
 
@@ -21,14 +21,19 @@ def log(*args):
 
 def run(cmd, threads, timeout=3600):
     """Run a command from the repo root with ``threads`` OpenMP threads; its output, or RuntimeError with its end."""
+    return run_with_peak(cmd, threads, timeout)[0]
+
+
+def run_with_peak(cmd, threads, timeout=3600):
+    """run(), and the command's peak resident memory (MB)."""
     cmd = [str(c) for c in cmd]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE_")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = run_measured(cmd, cwd=REPO, env=env, timeout=timeout)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-4000:]}")
-    return output
+    return output, proc.peak_rss_mb
 
 
 def prepare_multi30k(work, source, quick):

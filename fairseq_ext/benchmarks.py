@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from fairseq_ext.analysis import AnalysisError
-from fairseq_ext.analysis.fairseq_output import json_records, model_params, translated, words_per_s
+from fairseq_ext.analysis.fairseq_output import compressed_figures, json_records, model_params, translated, words_per_s
 
 # --user-dir of the plugin's runs: this package's folder.
 PLUGIN_DIR = Path(__file__).resolve().parent
@@ -107,13 +107,21 @@ def train_throughput(records):
 
 # fp32 is stock fairseq (the translation task and its SequenceGenerator); every other variant runs the plugin's
 # compressed_translation, which decodes with the lean decoder unless the variant ends in _stock.
-FAIRSEQ_VARIANTS = ("fp32", "lean", "int8", "int8_stock", "pruned", "pruned_int8")
+FAIRSEQ_VARIANTS = ("fp32", "lean", "int8", "int8_stock", "pruned", "pruned_int8", "sim4", "int4", "int4_packed")
 CT2_VARIANTS = ("ct2_fp32", "ct2_int8")
+# Variants that decode the packed file of the checkpoint (scripts/pack_checkpoint.py with four_bit_flags).
+PACKED_VARIANTS = ("int4_packed",)
 
 
-def generate_command(variant, data, checkpoint, *, beam, batch_size, length, prune_heads, prune_ffn):
+def four_bit_flags(group_size):
+    """The 4-bit grid of the sim4 / int4 variants: round-to-nearest, groups of ``group_size`` input columns."""
+    return ["--quant-bits", "4", "--quant-granularity", "group", "--quant-group-size", group_size]
+
+
+def generate_command(variant, data, checkpoint, *, beam, batch_size, length, prune_heads, prune_ffn, group_size):
     """fairseq-generate of one FAIRSEQ_VARIANTS run on the test set: every sentence exactly ``length`` tokens
-    (--min-len = --max-len-b, --max-len-a 0), so the work per sentence is the same for every variant."""
+    (--min-len = --max-len-b, --max-len-a 0), so the work per sentence is the same for every variant.
+    ``checkpoint``: the packed file for PACKED_VARIANTS."""
     flags = {
         "fp32": ["--task", "translation"],
         "lean": ["--task", "compressed_translation"],
@@ -122,6 +130,9 @@ def generate_command(variant, data, checkpoint, *, beam, batch_size, length, pru
         "pruned": ["--task", "compressed_translation", "--prune-heads", prune_heads, "--prune-ffn", prune_ffn],
         "pruned_int8": ["--task", "compressed_translation", "--prune-heads", prune_heads,
                         "--prune-ffn", prune_ffn, "--int8-kernels"],
+        "sim4": ["--task", "compressed_translation", *four_bit_flags(group_size)],
+        "int4": ["--task", "compressed_translation", *four_bit_flags(group_size), "--int4-kernels"],
+        "int4_packed": ["--task", "compressed_translation", "--int4-kernels"],
     }[variant]
     return [
         FAIRSEQ_GENERATE, data, "--user-dir", PLUGIN_DIR, *flags, "--path", checkpoint,
@@ -129,6 +140,14 @@ def generate_command(variant, data, checkpoint, *, beam, batch_size, length, pru
         "--max-len-a", "0", "--max-len-b", length, "--min-len", length, "--num-workers", "0",
         "--quiet", "--no-progress-bar",
     ]
+
+
+def memory_figures(output):
+    """{accounted_mb, runtime_mb} of the plugin's ``compressed {json}`` line (None where it printed none, as stock
+    fairseq does): the bytes compression accounts, and those of the weights as they run."""
+    figures = compressed_figures(output) or {}
+    return {"accounted_mb": figures.get("compressed_mb"), "runtime_mb": figures.get("runtime_mb"),
+            "fp32_mb": figures.get("fp32_mb")}
 
 
 def parse_translated(output, length):
@@ -159,11 +178,17 @@ def summarize(result, baseline="fp32", peer="ct2_int8"):
     for variant in result["variants"]:
         speeds = [r[variant]["tokens_per_s"] for r in result["rounds"]]
         ratios, to_peer = ratios_to(result, variant, baseline), ratios_to(result, variant, peer)
+        to_int8 = ratios_to(result, variant, "int8")
+        peaks = [r[variant]["peak_rss_mb"] for r in result["rounds"] if r[variant].get("peak_rss_mb")]
+        last = result["rounds"][-1][variant]
         rows.append({
             "arch": result["arch"], "variant": variant,
             "tokens_per_s": [round(s, 1) for s in speeds],
             "ratio_to_fp32": [round(x, 2) for x in ratios],
             "median_ratio": round(statistics.median(ratios), 2) if ratios else None,
             "median_ratio_to_ct2_int8": round(statistics.median(to_peer), 2) if to_peer else None,
+            "median_ratio_to_int8": round(statistics.median(to_int8), 2) if to_int8 else None,
+            "peak_rss_mb": round(statistics.median(peaks)) if peaks else None,
+            "accounted_mb": last.get("accounted_mb"), "runtime_mb": last.get("runtime_mb"),
         })
     return rows

@@ -14,8 +14,11 @@ shape with shared embeddings; with the default --vocab 40000 it holds 217M param
    beam 4, batch 32 (--batch-size 32), --max-len-a 0 --max-len-b LEN --min-len LEN, and reads fairseq's own
    ``Translated N sentences (T tokens) in S s`` line (generation time only: no start-up, no checkpoint load,
    no int8 conversion);
-4. prints tokens/s per variant and round, and per round the RATIO to the fp32 run of the same round, with the
-   median over rounds. Ratios are what to compare on a shared machine; absolute tokens/s move with the load.
+4. prints tokens/s per variant and round, and per round the RATIO to the fp32 run of the same round (and to int8),
+   with the median over rounds, and the memory: the bytes compression accounts (the packed file), those of the
+   weights as they run (the plugin's runtime_mb: every distinct tensor storage) and the peak RSS of the whole
+   fairseq-generate process (from os.wait4). Ratios are what to compare on a shared machine; absolute tokens/s move
+   with the load.
 
 Variants (--variants, comma-separated):
 
@@ -25,6 +28,11 @@ Variants (--variants, comma-separated):
     int8_stock   the same with --stock-generator (fairseq's SequenceGenerator)
     pruned       --task compressed_translation --prune-heads H --prune-ffn F   (smaller matrices, fp32, lean)
     pruned_int8  both
+    sim4         --task compressed_translation --quant-bits 4 --quant-granularity group --quant-group-size G
+                 (simulated 4-bit: float32 weights on the 4-bit grid, lean decoder)
+    int4         the same with --int4-kernels (torch's CPU int4 kernels on the same codes)
+    int4_packed  --int4-kernels on the checkpoint packed at that grid (scripts/pack_checkpoint.py, made once): the
+                 model is built straight into int4 modules, never in float32
     ct2_fp32, ct2_int8   CTranslate2 on the same checkpoint (ct2-fairseq-converter, --quantization int8), only
                  when the ``ctranslate2`` package can be imported (it is NOT a dependency of this repo:
                  ``pip install --target DIR ctranslate2`` and PYTHONPATH=DIR is enough); same beam, batch,
@@ -47,12 +55,15 @@ import sys
 import time
 from pathlib import Path
 
-from fairseq_ext.bench_models import log, make_bench_data, make_checkpoint, prepare_multi30k, run
+from fairseq_ext.bench_models import log, make_bench_data, make_checkpoint, prepare_multi30k, run, run_with_peak
 from fairseq_ext.benchmarks import (
     CT2_VARIANTS,
     FAIRSEQ_VARIANTS,
+    PACKED_VARIANTS,
     PLUGIN_DIR,
+    four_bit_flags,
     generate_command,
+    memory_figures,
     parse_translated,
     summarize,
 )
@@ -73,12 +84,21 @@ def ct2_available():
 
 def fairseq_run(variant, data, checkpoint, args):
     cmd = generate_command(variant, data, checkpoint, beam=args.beam, batch_size=args.batch_size, length=args.len,
-                           prune_heads=args.prune_heads, prune_ffn=args.prune_ffn)
-    output = run(cmd, args.threads)
+                           prune_heads=args.prune_heads, prune_ffn=args.prune_ffn, group_size=args.group_size)
+    output, peak_rss_mb = run_with_peak(cmd, args.threads)
     try:
-        return parse_translated(output, args.len)
+        return {**parse_translated(output, args.len), **memory_figures(output), "peak_rss_mb": round(peak_rss_mb, 1)}
     except ValueError as error:
         raise RuntimeError(f"{variant}: {error}:\n{output[-3000:]}") from None
+
+
+def packed_checkpoint(checkpoint, data, args):
+    """The checkpoint packed at the int4 variants' grid (scripts/pack_checkpoint.py), made once."""
+    path = checkpoint.with_name(f"{checkpoint.stem}_q4g{args.group_size}.fxc")
+    if not path.is_file():
+        run([sys.executable, "scripts/pack_checkpoint.py", checkpoint, "--data", data, "--out", path,
+             *four_bit_flags(args.group_size)], threads=2)
+    return path
 
 
 CT2_SNIPPET = r"""
@@ -142,7 +162,8 @@ def bench_arch(arch, multi30k_bin, args):
             if variant in CT2_VARIANTS:
                 results[variant] = ct2_run(ct2_dirs[variant], data, args)
             else:
-                results[variant] = fairseq_run(variant, data, checkpoint, args)
+                source = packed_checkpoint(checkpoint, data, args) if variant in PACKED_VARIANTS else checkpoint
+                results[variant] = fairseq_run(variant, data, source, args)
             if "tokens_per_s" not in results[variant]:  # CTranslate2's run: its own timer
                 results[variant]["tokens_per_s"] = results[variant]["tokens"] / results[variant]["seconds"]
             log(f"bench: {arch} round {r + 1}/{args.rounds} {variant:12s} "
@@ -155,12 +176,14 @@ def print_table(rows, args):
     print(f"\nfairseq-generate on the first {args.sentences} Multi30k test sentences, beam {args.beam}, "
           f"batch {args.batch_size}, {args.len} tokens + </s> per sentence, {args.threads} thread(s), "
           f"{args.rounds} alternated round(s)")
-    print("| arch | variant | tokens/s per round | ratio to fp32 per round | median ratio | median ratio to ct2_int8 |")
-    print("|---|---|---|---|---|---|")
+    print("| arch | variant | tokens/s per round | ratio to fp32 per round | median ratio | median ratio to int8 | "
+          "median ratio to ct2_int8 | accounted MB | runtime MB | peak RSS MB (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['arch']} | {row['variant']} | {', '.join(map(str, row['tokens_per_s']))} | "
               f"{', '.join(map(str, row['ratio_to_fp32'])) or '-'} | {row['median_ratio'] or '-'} | "
-              f"{row['median_ratio_to_ct2_int8'] or '-'} |")
+              f"{row['median_ratio_to_int8'] or '-'} | {row['median_ratio_to_ct2_int8'] or '-'} | "
+              f"{row['accounted_mb'] or '-'} | {row['runtime_mb'] or '-'} | {row['peak_rss_mb'] or '-'} |")
 
 
 def parse_args(argv=None):
@@ -178,6 +201,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / CTranslate2 intra_threads")
     parser.add_argument("--prune-heads", default="0.5", help="--prune-heads of the pruned variants (default 0.5)")
     parser.add_argument("--prune-ffn", default="0.5", help="--prune-ffn of the pruned variants (default 0.5)")
+    parser.add_argument("--group-size", default="128", help="--quant-group-size of the sim4 / int4 variants "
+                                                            "(default 128)")
     parser.add_argument("--data-from", type=Path, default=DEFAULT_DATA, help="raw Multi30k folder")
     parser.add_argument("--data-bin", type=Path,
                         help="an already binarized Multi30k (prepare_multi30k.py's DIR/bin) instead of --data-from")

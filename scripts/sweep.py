@@ -15,13 +15,16 @@ fairseq-generate's decoding speed (tokens/s, ms per sentence) and its detokenize
 (hyps/<model>/<config>.txt beside --out, the references in hyps/references.<subset>.txt), which the report's
 significance tests read.
 
+Every record keeps both memories: compressed_mb (the packed file's accounted bytes) and runtime_mb (the weights
+as they ran: float32 for a simulated config; with --int4-kernels the 2..4-bit configs run on torch's int4 kernels
+and hold their codes), and the peak RSS of the fairseq process.
+
 One JSON line per result is appended to --out (fields: fairseq_ext/analysis/sweep_results.py); results already
 there are skipped, so an interrupted sweep resumes. A failed run stops the sweep with its output's last lines.
 """
 import argparse
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,8 +39,11 @@ from fairseq_ext.analysis.fairseq_output import (
 )
 from fairseq_ext.analysis.sweep_results import (
     COMPRESSOR_DEFAULTS, FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, compressors, config_key, config_slug,
-    is_calibrated, level_label, load_records, record_method, write_atomically,
+    is_calibrated, level_label, load_records, record_method, speed_settings, write_atomically,
 )
+from fairseq_ext.measured_run import run_measured
+
+INT4_MAX_BITS = 4  # --int4-kernels runs 2..4-bit grids (fairseq_ext.compression.int4; not imported: no torch here)
 
 PRUNING = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 BITS = [8, 6, 4, 3]
@@ -193,9 +199,11 @@ def previous_results(out, task, subset, calib_samples):
 
 
 def speed_flags(entry):
-    """--prune-heads / --prune-ffn / --int8-kernels for a config (int8 kernels run on the CPU: --cpu)."""
+    """--prune-heads / --prune-ffn / --int8-kernels / --int4-kernels for a config (the kernels run on the CPU:
+    --cpu)."""
     flags = [f"--{name.replace('_', '-')}={entry[name]}" for name in ("prune_heads", "prune_ffn") if entry.get(name)]
-    return flags + (["--int8-kernels", "--cpu"] if entry.get("int8") else [])
+    kernels = [f"--{name}-kernels" for name in ("int8", "int4") if entry.get(name)]
+    return flags + (kernels + ["--cpu"] if kernels else [])
 
 
 def command(args, tool, extra, entry):
@@ -228,7 +236,7 @@ def evaluate(args, task, tool, extra, entry):
     """Run one config of the plan; its record, or SweepError with the tool's last lines when it fails."""
     cmd = command(args, tool, extra, entry)
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace")
+    proc = run_measured(cmd, cwd=REPO)
     seconds = time.monotonic() - started
     output = proc.stdout + proc.stderr
     try:
@@ -251,11 +259,14 @@ def evaluate(args, task, tool, extra, entry):
         tail = "\n".join("    " + line[:300] for line in output.splitlines()[-25:])  # the config dump is one line
         raise SweepError(f"{config_name(entry)} failed: {error}\n"
                          f"  command: {shlex.join(cmd)}\n  output ends:\n{tail}") from None
-    # With structured pruning or int8 kernels the memory is that of the weights as they run (runtime_mb).
-    memory = summary.get("runtime_mb", summary["compressed_mb"])
+    # Structured pruning and int8 kernels compress outside the accounting: their memory is that of the weights as
+    # they run. Every record keeps both, and the process's peak.
+    heads, ffn, int8, _ = speed_settings(entry)
+    memory = summary["runtime_mb"] if heads or ffn or int8 else summary["compressed_mb"]
     return {
         **entry, "params": int(summary["params"]), "method": record_method(entry),
         "compressed_mb": float(memory), "fp32_mb": float(summary["fp32_mb"]),
+        "runtime_mb": float(summary["runtime_mb"]), "peak_rss_mb": round(proc.peak_rss_mb, 1),
         "metric": task.metric, "value": value, "higher_is_better": task.higher_is_better, "seconds": round(seconds, 2),
         **calibration, **measured,
     }
@@ -292,7 +303,8 @@ def sweep(args):
     args.subset = args.subset or task.default_subset
     tool, extra = check_inputs(args, task)
     done = {config_key(record) for record in previous_results(args.out, task, args.subset, args.calib_samples)}
-    plan = [{"model": name, "checkpoint": str(path.resolve()), **settings, "subset": args.subset}
+    plan = [{"model": name, "checkpoint": str(path.resolve()), **settings, "subset": args.subset,
+             **({"int4": True} if args.int4_kernels and settings["bits"] <= INT4_MAX_BITS else {})}
             for name, path in args.checkpoint for settings in GRIDS[args.grid]]
     todo = [entry for entry in plan if config_key(entry) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +344,9 @@ def parser():
                                             "sentencepiece) instead of --post-process sentencepiece")
     p.add_argument("--calib-samples", type=positive_int, default=128, metavar="N",
                    help="training samples the calibrated configs (SparseGPT, GPTQ) calibrate on (default: 128)")
+    p.add_argument("--int4-kernels", action="store_true",
+                   help="run every 2..4-bit config on torch's CPU int4 kernels (--int4-kernels --cpu): its runtime_mb "
+                        "is then that of its codes, not of float32 weights on its grid")
     return p
 
 

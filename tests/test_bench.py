@@ -141,19 +141,23 @@ def test_words_per_second_are_the_median_after_the_warm_up_interval():
     assert parse_train_output("no model line")[0] is None
 
 
-GENERATE = dict(beam=4, batch_size=32, length=30, prune_heads="0.5", prune_ffn="0.25")
+GENERATE = dict(beam=4, batch_size=32, length=30, prune_heads="0.5", prune_ffn="0.25", group_size="64")
 
 
 def test_generate_variants_decode_a_fixed_length_and_differ_by_their_flags_alone():
     commands = {v: [str(c) for c in generate_command(v, "DATA", "CKPT", **GENERATE)]
                 for v in FAIRSEQ_VARIANTS}
+    four_bit = ["--quant-bits", "4", "--quant-granularity", "group", "--quant-group-size", "64"]
     flags = {"fp32": ["--task", "translation"],
              "lean": ["--task", "compressed_translation"],
              "int8": ["--task", "compressed_translation", "--int8-kernels"],
              "int8_stock": ["--task", "compressed_translation", "--int8-kernels", "--stock-generator"],
              "pruned": ["--task", "compressed_translation", "--prune-heads", "0.5", "--prune-ffn", "0.25"],
              "pruned_int8": ["--task", "compressed_translation", "--prune-heads", "0.5", "--prune-ffn", "0.25",
-                             "--int8-kernels"]}
+                             "--int8-kernels"],
+             "sim4": ["--task", "compressed_translation", *four_bit],
+             "int4": ["--task", "compressed_translation", *four_bit, "--int4-kernels"],
+             "int4_packed": ["--task", "compressed_translation", "--int4-kernels"]}
     shared = {v: without(c, flags[v]) for v, c in commands.items()}
     assert len({tuple(c) for c in shared.values()}) == 1  # everything else the same
     common = shared["fp32"]
@@ -161,8 +165,8 @@ def test_generate_variants_decode_a_fixed_length_and_differ_by_their_flags_alone
     assert common[common.index("--max-len-a") + 1] == "0"
     assert common[common.index("--beam") + 1] == "4" and common[common.index("--batch-size") + 1] == "32"
     assert common[common.index("--path") + 1] == "CKPT" and "--cpu" in common
-    proc = run(["scripts/bench_generate.py", "--variants", "fp32,int4"], check=False)
-    assert proc.returncode == 2 and "error: unknown --variants int4" in proc.stderr
+    proc = run(["scripts/bench_generate.py", "--variants", "fp32,int2"], check=False)
+    assert proc.returncode == 2 and "error: unknown --variants int2" in proc.stderr
 
 
 def test_decoding_speed_is_read_from_fairseqs_line_and_the_length_is_checked():
@@ -181,12 +185,16 @@ def test_decoding_speed_is_read_from_fairseqs_line_and_the_length_is_checked():
 def test_summary_ratios_are_per_round_against_the_same_rounds_fp32():
     speeds = [{"fp32": 100.0, "int8": 250.0, "ct2_int8": 500.0}, {"fp32": 50.0, "int8": 150.0, "ct2_int8": 200.0},
               {"fp32": 80.0, "int8": 160.0, "ct2_int8": 400.0}]
+    peaks = [900.0, 960.0, 930.0]
     result = {"arch": "A", "variants": ["fp32", "int8", "ct2_int8"],
-              "rounds": [{v: {"tokens_per_s": s} for v, s in r.items()} for r in speeds]}
+              "rounds": [{v: {"tokens_per_s": s, "peak_rss_mb": peak, "runtime_mb": 268.1, "accounted_mb": 869.3}
+                          for v, s in r.items()} for r, peak in zip(speeds, peaks)]}
     rows = {row["variant"]: row for row in summarize(result)}
     assert rows["int8"] == {"arch": "A", "variant": "int8", "tokens_per_s": [250.0, 150.0, 160.0],
                             "ratio_to_fp32": [2.5, 3.0, 2.0], "median_ratio": 2.5,
-                            "median_ratio_to_ct2_int8": 0.5}  # 0.5, 0.75, 0.4
+                            "median_ratio_to_ct2_int8": 0.5,  # 0.5, 0.75, 0.4
+                            "median_ratio_to_int8": 1.0, "peak_rss_mb": 930, "accounted_mb": 869.3,
+                            "runtime_mb": 268.1}
     assert rows["fp32"]["ratio_to_fp32"] == [1.0, 1.0, 1.0] and rows["ct2_int8"]["median_ratio_to_ct2_int8"] == 1.0
     without_fp32 = summarize({**result, "variants": ["int8", "ct2_int8"]})
     assert [row["median_ratio"] for row in without_fp32] == [None, None]

@@ -14,6 +14,11 @@ and, optional (absent = off / not measured):
     prune_heads, prune_ffn, int8               structured pruning fractions and real int8 kernels (--prune-heads,
                                                --prune-ffn, --int8-kernels); compressed_mb is then the memory of
                                                the weights as they run: the shrunk fp32 matrices, int8 codes
+    int4                                       the config ran on torch's int4 kernels (--int4-kernels, sweep.py
+                                               --int4-kernels): the same codes, really 4-bit at run time
+    runtime_mb, peak_rss_mb                    the memory of the weights as they ran (every distinct tensor
+                                               storage: float32 for a simulated config) and the peak resident
+                                               memory of the whole fairseq process
     tokens_per_s, latency_ms                   fairseq-generate's decoding speed: tokens/s, and ms per sentence
     prune_method, quant_method                 which pruning (magnitude | wanda | sparsegpt; absent: magnitude) and
                                                quantization (rtn: round-to-nearest | gptq; absent: rtn), present
@@ -40,9 +45,9 @@ FIELDS = {
 OPTIONAL_FIELDS = {
     "prune_heads": float, "prune_ffn": float, "int8": bool, "tokens_per_s": float, "latency_ms": float,
     "prune_method": str, "quant_method": str, "calibration_samples": int, "calibration_seconds": float,
-    "examples": int, "hypotheses": str, "references": str,
+    "examples": int, "hypotheses": str, "references": str, "int4": bool, "runtime_mb": float, "peak_rss_mb": float,
 }
-SPEED_DEFAULTS = {"prune_heads": 0.0, "prune_ffn": 0.0, "int8": False}
+SPEED_DEFAULTS = {"prune_heads": 0.0, "prune_ffn": 0.0, "int8": False, "int4": False}
 # The compressors (--prune-method, --quant-method) as a table or a plot names them; the first of each is the
 # paper's and the default, which a record leaves out.
 PRUNE_METHODS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
@@ -66,12 +71,13 @@ def method_of(sparsity, bits, prune_heads=0.0, prune_ffn=0.0, int8=False):
 
 
 def speed_settings(record):
-    """(prune_heads, prune_ffn, int8) of a record or config, off where absent."""
+    """(prune_heads, prune_ffn, int8, int4) of a record or config, off where absent."""
     return tuple(record.get(name, default) for name, default in SPEED_DEFAULTS.items())
 
 
 def record_method(record):
-    return method_of(record["sparsity"], record["bits"], *speed_settings(record))
+    heads, ffn, int8, _ = speed_settings(record)  # int4 kernels run the very quantization the method names
+    return method_of(record["sparsity"], record["bits"], heads, ffn, int8)
 
 
 def compressors(record):
@@ -102,14 +108,14 @@ def compressor_family(record):
 
 def level_label(record):
     """How a config reads in a table or a plot: "dense", "50% pruned", "4-bit", "50% pruned + 4-bit",
-    "25% heads + 50% FFN removed", "int8 kernels"; with other compressors than the paper's, their names:
-    "70% pruned (SparseGPT)", "2-bit (GPTQ)", "50% pruned + 4-bit (SparseGPT+GPTQ)"."""
-    heads, ffn, int8 = speed_settings(record)
+    "25% heads + 50% FFN removed", "int8 kernels", "4-bit on int4 kernels"; with other compressors than the
+    paper's, their names: "70% pruned (SparseGPT)", "2-bit (GPTQ)", "50% pruned + 4-bit (SparseGPT+GPTQ)"."""
+    heads, ffn, int8, int4 = speed_settings(record)
     parts = []
     if record["sparsity"] > 0:
         parts.append(f"{record['sparsity']:.0%} pruned")
     if record["bits"] < FULL_PRECISION_BITS:
-        parts.append(f"{record['bits']}-bit")
+        parts.append(f"{record['bits']}-bit" + (" on int4 kernels" if int4 else ""))
     removed = [f"{fraction:.0%} {what}" for fraction, what in ((heads, "heads"), (ffn, "FFN")) if fraction > 0]
     if removed:
         parts.append(" + ".join(removed) + " removed")
@@ -129,9 +135,9 @@ def config_slug(record):
 
 def config_key(record):
     """What makes two records the same evaluation, so a resumed sweep skips it."""
-    heads, ffn, int8 = speed_settings(record)
+    heads, ffn, int8, int4 = speed_settings(record)
     return (record["model"], record["checkpoint"], round(record["sparsity"], 6), record["bits"], record["subset"],
-            round(heads, 6), round(ffn, 6), bool(int8), *compressors(record))
+            round(heads, 6), round(ffn, 6), bool(int8), bool(int4), *compressors(record))
 
 
 def check_record(record, where):

@@ -161,6 +161,7 @@ class CompressionTaskMixin:
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
         figures = compressed_line_figures(report, model, spec, calibration)
         figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model, spec))  # after, in place
+        figures["runtime_mb"] = round(runtime_bytes(model) / MB, 3)  # the weights as they run: float ones too
         logger.info("compressed %s", json.dumps(figures))
 
     def _build_int4_from_codes(self, header, model, state_dict, *args):

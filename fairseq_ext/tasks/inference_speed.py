@@ -23,7 +23,6 @@ from fairseq_ext.compression.int8 import (
     quantize_embeddings_int8,
     quantize_linears_int8,
 )
-from fairseq_ext.compression.runtime import runtime_bytes
 from fairseq_ext.compression import CompressionSpec
 from fairseq_ext.compression.int4 import MAX_BITS, quantize_model_int4
 from fairseq_ext.compression.quantization import quantizable_weights
@@ -95,8 +94,6 @@ def apply_speed_flags(v, model, spec):
             raise ValueError(f"--int4-kernels: {error}") from None
         figures.update(int4_figures(model, replaced))
         guard_cpu_fp32(model, "--int4-kernels")
-    if figures:
-        figures["runtime_mb"] = round(runtime_bytes(model) / 1e6, 3)  # as the `compressed` line rounds MB
     return figures
 
 
