@@ -19,12 +19,16 @@ finds each patch marked and changes nothing):
    that runs ``--int4-kernels`` gets a packed file's 4-bit tensors as codes.
 4. ``checkpoint_utils.PathManager``: the copy of a fresh checkpoint to ``checkpoint_last.pt`` is atomic.
 5. ``RobertaModel.add_args``: + ``--post-norm`` for the ``roberta_d*_h*`` grid.
+6. ``numpy.compat.long`` where numpy (2.x) has no ``numpy.compat``: fairseq's TokenBlockDataset still reads it for
+   ``--sample-break-mode eos`` (one sentence per masked-LM sample), and failed there with an AttributeError.
 
 (The GPU training benchmark's two patches live apart, in fairseq_ext/gpu_training.py: its stock arm must run
 fairseq without this plugin.)
 """
 import functools
+import types
 
+import numpy
 import torch
 from fairseq import checkpoint_utils
 from fairseq.models.roberta.model import RobertaModel
@@ -65,3 +69,5 @@ patch(checkpoint_utils, "load_checkpoint_to_cpu", loading_checkpoints)
 patch(checkpoint_utils, "load_model_ensemble_and_task", checkpoint_loading.loading_ensembles)
 patch(checkpoint_utils, "PathManager", checkpoint_loading.AtomicCopies)
 patch(RobertaModel, "add_args", roberta_grid.with_post_norm_flag, static=True)
+if not hasattr(numpy, "compat"):
+    numpy.compat = types.SimpleNamespace(long=numpy.int64)

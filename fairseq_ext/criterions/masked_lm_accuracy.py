@@ -4,7 +4,14 @@ The loss (bits per masked token) tells how far a model is from the unigram distr
 distribution's entropy; the accuracy says directly whether it reads context. Logged as ``accuracy`` (%), so
 fairseq-train's validation logs ``valid_accuracy`` beside ``valid_loss``; the loss and its gradient are the stock
 criterion's.
+
+fairseq masks the sentence's ``<s>`` and ``</s>`` like any token, and with one sentence per sample (``--sample-break-mode
+eos``) they are an eighth of the masked tokens, each given away by its position. So the criterion also logs
+``text_loss`` (bits) and ``text_accuracy`` over the masked tokens that are text: the numbers to set against the
+text's unigram entropy.
 """
+import math
+
 import torch
 from fairseq import modules
 from fairseq.criterions import register_criterion
@@ -30,9 +37,15 @@ class MaskedLmAccuracyLoss(MaskedLmLoss):
         logits, targets = logits.view(-1, logits.size(-1)), targets.view(-1)
         loss = modules.cross_entropy(logits, targets, reduction="sum", ignore_index=self.padding_idx)
         real = targets.ne(self.padding_idx)
-        correct = (logits.argmax(-1).eq(targets) & real).sum()
+        right = logits.argmax(-1).eq(targets)
+        dictionary = self.task.source_dictionary
+        text = real & targets.ne(dictionary.bos()) & targets.ne(dictionary.eos())
+        with torch.no_grad():
+            text_loss = modules.cross_entropy(logits[text], targets[text], reduction="sum")
         logging_output = {"loss": loss.data, "ntokens": sample["ntokens"], "nsentences": sample["nsentences"],
-                          "sample_size": sample_size, "n_correct": correct.data, "n_scored": real.sum().data}
+                          "sample_size": sample_size, "n_correct": (right & real).sum().data,
+                          "n_scored": real.sum().data, "text_loss": text_loss.data,
+                          "n_text_correct": (right & text).sum().data, "n_text": text.sum().data}
         return loss, sample_size, logging_output
 
     @staticmethod
@@ -42,3 +55,9 @@ class MaskedLmAccuracyLoss(MaskedLmLoss):
         if scored > 0:
             correct = sum(log.get("n_correct", 0) for log in logging_outputs)
             metrics.log_scalar("accuracy", 100.0 * correct / scored, scored, round=2)
+        text = sum(log.get("n_text", 0) for log in logging_outputs)
+        if text > 0:
+            text_loss = sum(log.get("text_loss", 0) for log in logging_outputs)
+            metrics.log_scalar("text_loss", text_loss / text / math.log(2), text, round=3)
+            correct = sum(log.get("n_text_correct", 0) for log in logging_outputs)
+            metrics.log_scalar("text_accuracy", 100.0 * correct / text, text, round=2)
