@@ -6,9 +6,11 @@ bf16 activations by a matrix of 4-bit codes ``q`` packed two to a byte, and dequ
 ``quantization.quantize`` at 2, 3 or 4 bits is such a grid, so the running model computes with the codes the byte
 accounting counts:
 
-- A code ``c`` of zero point ``z`` stands for ``(c - z) * s``. Where ``c - z + 8`` always lies in 0..15 (2 and 3 bits,
-  and the symmetric 4-bit grid, whose zero point is 8) the kernel gets ``q = c - z + 8`` and ``zero = 0``; the
-  asymmetric 4-bit grid keeps ``q = c`` and gets ``zero = (8 - z) * s``.
+- A code ``c`` of zero point ``z`` stands for ``(c - z) * s``. Where ``c - z + 8`` lies in 0..15 for every code of a
+  kernel group (always at 2 and 3 bits, and on the symmetric 4-bit grid, whose zero point is 8) the kernel gets
+  ``q = c - z + 8`` and ``zero = 0``; elsewhere (an asymmetric 4-bit group) the lowest step gets ``q = 0`` and the
+  zero carries the offset. q depends on the steps ``c - z`` alone, so two grids of the same values (zero points one
+  apart, a code unused) run bit for bit alike.
 - A group of the grid spans G kernel groups or more (a row for "channel", the whole matrix for "tensor", a multiple
   of G columns for "group"): each kernel group repeats its scale. G is the largest kernel size dividing both.
 - The kernel takes its scales and zeros in the activations' dtype, bf16: that rounding (relative 2**-9 at most) and
@@ -79,8 +81,10 @@ def _grid_group_width(quantized: QuantizedTensor) -> int:
 
 
 def _kernel_grid(quantized: QuantizedTensor, group: int):
-    """(bf16 scales_and_zeros (width / group, rows, 2), int32 zero point per (row, kernel group) to shift the codes
-    by, or None when the codes stay as they are and the zeros carry the zero points)."""
+    """(bf16 scales_and_zeros (width / group, rows, 2), int32 shift per (row, kernel group)): the kernel's code is
+    ``q = c - shift + 8``. Where ``c - z + 8`` stays within 0..15 for every code of a kernel group, that is q and the
+    zero is exactly 0 (always so at 2 and 3 bits and on the symmetric grid, whose zero point is 8); elsewhere (an
+    asymmetric 4-bit group spanning 16 steps off centre) the lowest step gets q = 0 and the zero carries the rest."""
     rows, width = quantized.shape
     if quantized.bits > MAX_BITS:
         raise ValueError(f"int4 kernels hold at most {MAX_BITS}-bit codes, not {quantized.bits}")
@@ -89,10 +93,14 @@ def _kernel_grid(quantized: QuantizedTensor, group: int):
     grid_group = starts // _grid_group_width(quantized)  # (rows, width / group)
     scale = quantized.scale[grid_group]
     zero_point = quantized.zero_point[grid_group].to(torch.int32)
-    if quantized.bits < MAX_BITS or quantized.scheme == "symmetric":  # c - z + 8 stays within 0..15: zero is 0
-        shift, zero = zero_point, torch.zeros_like(scale)
-    else:
-        shift, zero = None, (8 - zero_point).float() * scale
+    # The steps v = c - z a kernel group holds: q = v + offset, the offset a function of them alone, so that two
+    # grids of the same values (their zero points one apart, a code unused) give the same q and zeros.
+    codes = quantized.codes.reshape(rows, width // group, group)
+    lowest = codes.amin(dim=2).to(torch.int32) - zero_point
+    highest = codes.amax(dim=2).to(torch.int32) - zero_point
+    offset = torch.where((lowest >= -8) & (highest <= 7), 8, -lowest)
+    shift = zero_point - offset + 8
+    zero = (8 - offset).float() * scale
     grid = torch.stack([scale, zero], dim=-1).transpose(0, 1).to(torch.bfloat16).contiguous()
     return grid, shift
 
@@ -101,9 +109,7 @@ def _kernel_codes(quantized: QuantizedTensor, group: int, shift, start: int, sto
     """int32 kernel codes q (0..15) of rows start..stop; rows past the weight's are padding (code 8)."""
     rows, width = quantized.shape
     end = min(stop, rows)
-    codes = quantized.codes[start:end].to(torch.int32)
-    if shift is not None:
-        codes = codes - shift[start:end].repeat_interleave(group, dim=1) + 8
+    codes = quantized.codes[start:end].to(torch.int32) - shift[start:end].repeat_interleave(group, dim=1) + 8
     if stop > end:
         codes = torch.cat([codes, torch.full((stop - max(start, rows), width), 8, dtype=torch.int32)])
     return codes
