@@ -26,7 +26,8 @@ TRAIN_SETTINGS = [
 
 # Test files whose tests share a fixture that costs minutes: under pytest-xdist (make test runs two workers)
 # they must run on one worker, or each worker would build the fixture again.
-SHARED_FIXTURE_GROUPS = {"test_analysis_e2e.py": "compression_study", "test_sweep_e2e.py": "compression_study"}
+SHARED_FIXTURE_GROUPS = {"test_analysis_e2e.py": "compression_study", "test_sweep_e2e.py": "compression_study",
+                         "test_int4_e2e.py": "tiny_mt_checkpoint", "test_int8_e2e.py": "tiny_mt_checkpoint"}
 # Files whose tests share nothing costly: each test may go to any worker.
 INDEPENDENT_TESTS = {"test_recipes.py", "test_lean_generation_e2e.py"}
 # The groups that take minutes, longest first (about 170, 150, 125, 90 and 50 s on 2 cores): they start before the
