@@ -130,7 +130,12 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     out = tmp_path / "run"
     output = recipe_on_cpu("roberta", "--tiny", "--out", out).output
     assert "SST-2: 256 training and 256 dev examples, 2 classes" in output  # the tiny mode's slice of SST-2
+    # Task-adaptive pretraining: the 3,000 lines of text, then SST-2's 256 training sentences without labels.
+    assert "SST-2: 256 training examples' sentences, without labels" in output
+    assert "prepare: 3,191 training and 65 validation lines" in output
     check_trained(out, ["d3_h256", "d6_h256"])
+    pretrained = {size: json.loads((out / "train" / size / "meta.json").read_text()) for size in ("d3_h256", "d6_h256")}
+    assert all(0 <= meta["valid_accuracy"] <= 100 for meta in pretrained.values())  # masked tokens predicted right
     for size in ("d3_h256", "d6_h256"):
         meta = json.loads((out / "SST-2" / "finetune" / size / "meta.json").read_text())
         assert meta["updates"] == 4 and 0 <= meta["valid_accuracy"] <= 100
@@ -141,13 +146,20 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     assert all(r["examples"] == 256 for r in records) and sum("quant_method" in r for r in records) == 2
     report = (out / "SST-2" / "report" / "report.md").read_text()
     assert "## Did every model learn?" in report
-    # The control: the best fine-tuned size again from random weights, beside its pretrained score.
-    best = max(("d3_h256", "d6_h256"), key=lambda size: json.loads(
-        (out / "SST-2" / "finetune" / size / "meta.json").read_text())["valid_accuracy"])
-    control = json.loads((out / "SST-2" / "scratch" / best / "meta.json").read_text())
-    assert control["updates"] == 4 and control["arch"] == f"roberta_{best}"
-    assert f"control: {best} fine-tuned from random weights: dev accuracy" in output
-    assert "## What pretraining added" in report
+    # The best pretrained size (lowest masked-LM validation loss) with its second seed, and the control: that size
+    # from random weights with both seeds; the report and the summary give their means and spreads.
+    best = min(pretrained, key=lambda size: pretrained[size]["valid_loss"])
+    for folder, seed in [("finetune", 1), ("finetune-seed2", 2), ("scratch", 1), ("scratch-seed2", 2)]:
+        run_dir = out / "SST-2" / folder / best
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta["updates"] == 4 and meta["arch"] == f"roberta_{best}"
+        command = (run_dir / "stdout.log").read_text()
+        assert f"--seed {seed} " in command and ("--finetune-from-model" in command) == folder.startswith("finetune")
+    assert not (out / "SST-2" / "finetune-seed2" / ("d6_h256" if best == "d3_h256" else "d3_h256")).exists()
+    (control,) = json.loads((out / "SST-2" / "report" / "control.json").read_text())
+    assert control["model"] == best and len(control["pretrained"]) == len(control["scratch"]) == 2
+    assert "## What pretraining added" in report and f"| {best} | " in report and "(2 seeds: " in report
+    assert f"control: {best}: pretraining added " in output and " points of dev accuracy on the mean (" in output
 
 
 @pytest.mark.parametrize("name", RECIPES)

@@ -151,11 +151,14 @@ def control_section(run, out, runs):
     ends = {name: metrics for name, metrics in ends.items() if "valid_loss" in metrics}
     if ends:
         best = min(ends, key=lambda name: ends[name]["valid_loss"])
-        lines += ["Best pretraining size for this budget: **" + best + "**, the lowest masked-LM validation loss at "
-                  "the end of the same wall-clock budget (" + ", ".join(
-                      f"{name} {number_text(metrics['valid_loss'])} bits"
-                      + (f", {number_text(metrics['valid_accuracy'])}% of masked tokens right"
-                         if "valid_accuracy" in metrics else "") for name, metrics in ends.items()) + ").", ""]
+        lines += [f"Best pretraining size for this budget: **{best}**, the lowest masked-LM validation loss at the end "
+                  f"of the same wall-clock budget:", "", *[f"- {name}: {pretraining_end(metrics)}"
+                                                           for name, metrics in ends.items()]]
+        entropy = next((r.meta["unigram_entropy"] for r in runs if r.meta.get("unigram_entropy")), None)
+        if entropy:
+            lines += ["", f"The unigram entropy of the pretraining text under its BPE is {entropy:.2f} bits per "
+                          f"token: the text loss of a model that knows word frequencies and nothing of context."]
+        lines.append("")
     write_json(out / "control.json", [{"model": row["model"], "pretrained": list(row["pretrained"].values),
                                        "scratch": list(row["scratch"].values), "gain": row["gain"],
                                        "beyond_spread": row["beyond_spread"], "verdict": control_verdict(row)}
@@ -165,6 +168,19 @@ def control_section(run, out, runs):
               "(their range in brackets). The gain is larger than the spread when every pretrained seed beats every "
               "control seed.", "", control_markdown(rows), "", *[control_verdict(row) for row in rows]]
     return "\n".join(lines)
+
+
+def pretraining_end(metrics):
+    """"valid_loss 5.1 bits (text tokens: 6.2 bits, 35% right)" from a masked LM's last validation."""
+    text = f"valid_loss {number_text(metrics['valid_loss'])} bits"
+    if "valid_text_loss" in metrics:
+        text += f" (masked text tokens: {number_text(metrics['valid_text_loss'])} bits"
+        if "valid_text_accuracy" in metrics:
+            text += f", {number_text(metrics['valid_text_accuracy'])}% predicted right"
+        text += ")"
+    elif "valid_accuracy" in metrics:
+        text += f", {number_text(metrics['valid_accuracy'])}% of masked tokens predicted right"
+    return text
 
 
 def convergence_section(files, out):

@@ -4,6 +4,7 @@ meta.json ({"name", "arch", "params", "device", "words_per_s", ...}, measure_run
 training; runs without it are still analysed, with what the log alone tells.
 """
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,5 +88,21 @@ def measure_run(save_dir, arch, budget_s, device):
         "train_wall_s": float(epochs[-1]["train_wall"]) if epochs else None,
         "first_valid_loss": float(valid[0]["valid_loss"]) if valid else None,
         "valid_loss": float(valid[-1]["valid_loss"]) if valid else None,
-        **({"valid_accuracy": float(valid[-1]["valid_accuracy"])} if valid and "valid_accuracy" in valid[-1] else {}),
+        # The masked LM's accuracy, and its loss and accuracy on text tokens (criterion masked_lm_accuracy).
+        **{key: float(valid[-1][key]) for key in ("valid_accuracy", "valid_text_loss", "valid_text_accuracy")
+           if valid and key in valid[-1]},
+        **({"first_valid_text_loss": float(valid[0]["valid_text_loss"])} if valid and "valid_text_loss" in valid[0]
+           else {}),
     }
+
+
+def unigram_entropy(dictionary):
+    """Bits per token of the unigram distribution of a fairseq dict.txt's counts (its text tokens: fairseq writes
+    no count for <s>, </s>, <pad>, <unk>): what a masked LM scores that has learned word frequencies alone."""
+    counts = []
+    for line in Path(dictionary).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[1].isdigit():
+            counts.append(int(fields[1]))
+    total = sum(counts)
+    return -sum(c / total * math.log2(c / total) for c in counts if c) if total else None

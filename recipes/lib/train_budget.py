@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from fairseq_ext.analysis.fairseq_output import json_records
-from fairseq_ext.analysis.training_run import measure_run
+from fairseq_ext.analysis.training_run import measure_run, unigram_entropy
 
 PROGRESS_EVERY_S = 10
 
@@ -106,6 +106,9 @@ def main(argv=None):
               f"its output: {save_dir / 'stdout.log'}", file=sys.stderr)
         return 1
     meta = measure_run(save_dir, args.arch, args.budget_s, describe_device(fairseq_args))
+    dictionary = Path(fairseq_args[0], "dict.txt") if fairseq_args else None
+    if dictionary and dictionary.is_file():  # one dictionary: a masked LM's text, the bar its loss is read against
+        meta["unigram_entropy"] = unigram_entropy(dictionary)
     (save_dir / "meta.json.tmp").write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(save_dir / "meta.json.tmp", save_dir / "meta.json")
     rate = f"{meta['words_per_s']:,.0f} words/s" if meta["words_per_s"] else "no words/s logged"

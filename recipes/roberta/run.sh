@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # RoBERTa: masked-LM pretraining of a depth x width grid for one wall-clock budget each, fine-tuning of every
-# pretrained model on SST-2 (and any GLUE task you supply), then the pruning / quantization sweep: accuracy vs MB.
+# pretrained model on SST-2 (and any GLUE task you supply) with the control from random weights over several seeds,
+# then the pruning / quantization sweep: accuracy vs MB.
 set -euo pipefail
 RECIPE=roberta
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
@@ -10,9 +11,11 @@ usage() {
 usage: recipes/roberta/run.sh [--tiny] [options]
 
 stages (each finished step is skipped when run again):
-  prepare   sentencepiece BPE + binarized pretraining text; each task encoded with the same BPE and dictionary
+  prepare   sentencepiece BPE + binarized pretraining text (--text and the tasks' training sentences, without
+            labels); each task encoded with the same BPE and dictionary
   pretrain  every --archs model (roberta_<size>) for the same wall-clock --budget, masked LM (fairseq masked_lm)
-  finetune  every pretrained model on every task, for the same number of epochs
+  finetune  every pretrained model on every task, for the same number of epochs; the size with the lowest
+            masked-LM validation loss with --seeds seeds, and the control: that size from random weights, as often
   sweep     every fine-tuned model under pruning / quantization (scripts/sweep.py), with the paper's magnitude
             pruning and round-to-nearest and with the calibrated SparseGPT / GPTQ: dev accuracy vs MB
   report    per task, scripts/analyze.py report: pretraining convergence, the compression frontier, budgets
@@ -22,30 +25,37 @@ options:
   --text PATH        the pretraining text: a file or a folder of *.txt / *.gz files, one sentence per line
                      (default: the Multi30k English captions, $FAIRSEQ_EXT_DATA/multi30k/mono if there, else
                      downloaded from github.com/multi30k/dataset data/task2/raw)
+  --no-task-text     pretrain on --text alone (default: the tasks' training sentences, without their labels,
+                     are added to it: task-adaptive pretraining; never a dev or test sentence)
   --sst2 DIR         SST-2 as train.tsv / dev.tsv (default: $FAIRSEQ_EXT_DATA/sst2 if there, else downloaded)
   --glue-dir DIR     GLUE data (the folder with MNLI/, QNLI/, ... as the GLUE download script leaves it)
   --glue-tasks "L"   tasks from --glue-dir to fine-tune on besides SST-2, e.g. "MNLI QNLI" (MNLI QNLI RTE MRPC QQP)
   --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d6_h256 d3_h512")
   --budget MIN       pretraining minutes per model (default: 4)
   --epochs N         fine-tuning epochs per task (default: 3)
-  --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: full; see
-                     scripts/sweep.py --help)
+  --seeds N          fine-tuning seeds of the best pretrained size and of the control (default: 3; --tiny: 2)
+  --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: quick, so that the whole
+                     default run fits an hour on 2 CPU cores; see scripts/sweep.py --help)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
   --cpu              train on the CPU even where a GPU is (on a GPU: fp16 mixed precision; on a CPU with AMX or
                      AVX512-BF16: bf16 autocast, --autocast-bf16; FP32=1 in the environment turns it off)
   --tiny             smoke test: 3,000 lines, 1k BPE, two sizes for a few seconds, 4 fine-tuning updates,
-                     the first 256 training and dev examples of each task
+                     2 seeds, the first 256 training and dev examples of each task
   -h, --help         this text
 
-Pretraining (every size the same): pre-norm, 128-token samples of whole sentences, 15% masking, Adam (0.9, 0.98),
-lr 1e-3 after a 40-update warm-up, inverse-sqrt decay, 4,096-token batches; validation every 50 updates on a CPU.
+Pretraining (every size the same): pre-norm, one sentence per sample (at most 128 tokens), 15% masking, no dropout,
+Adam (0.9, 0.98), lr 2e-3 after a 150-update warm-up, inverse-sqrt decay, 4,096-token batches; validation every 100
+updates on a CPU, with the masked-token accuracy (--criterion masked_lm_accuracy).
 Fine-tuning: batch 32, lr 1e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at a learning rate
-for small models). The control: the size that fine-tuned best, fine-tuned again from random weights (no
-pretraining) with the same settings, in OUT/<TASK>/scratch/, so the report shows what pretraining added.
+for small models), the same for the pretrained models and the control. Every size is fine-tuned with seed 1; the size
+whose pretraining ended lowest again with seeds 2..--seeds (OUT/<TASK>/finetune-seed<k>/), and the control: that
+size from random weights (no pretraining) with every seed (OUT/<TASK>/scratch*/), so the report shows what
+pretraining added, mean +- spread over the seeds.
 EOF
 }
 
-OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=3 GRID="" TRAIN_EXTRA="" TINY=0
+OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=3 SEEDS="" GRID="" TRAIN_EXTRA="" TINY=0
+TASK_TEXT=1
 
 parse_args() {
     while (($#)); do
@@ -58,6 +68,8 @@ parse_args() {
             --archs) need_value "$@"; ARCHS=$2; shift ;;
             --budget) need_value "$@"; BUDGET=$2; shift ;;
             --epochs) need_value "$@"; EPOCHS=$2; shift ;;
+            --seeds) need_value "$@"; SEEDS=$2; shift ;;
+            --no-task-text) TASK_TEXT=0 ;;
             --grid) need_value "$@"; GRID=$2; shift ;;
             --train-args) need_value "$@"; TRAIN_EXTRA=$2; shift ;;
             --cpu) FORCE_CPU=1 ;;
@@ -71,9 +83,10 @@ parse_args() {
     MONO_ARGS=() GLUE_ARGS=()
     if ((TINY)); then
         ARCHS=${ARCHS:-d3_h256 d6_h256} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
+        SEEDS=${SEEDS:-2}
         MONO_ARGS=(--max-lines 3000 --vocab-size 1000) GLUE_ARGS=(--max-examples 256)
     fi
-    ARCHS=${ARCHS:-d3_h256 d6_h256 d3_h512} BUDGET=${BUDGET:-4} GRID=${GRID:-full}
+    ARCHS=${ARCHS:-d3_h256 d6_h256 d3_h512} BUDGET=${BUDGET:-4} GRID=${GRID:-quick} SEEDS=${SEEDS:-3}
     OUT=${OUT:-$REPO/runs/roberta}
     if [[ -z $TEXT && -d $SHARED_DATA/multi30k/mono ]]; then TEXT=$SHARED_DATA/multi30k/mono; fi
     if [[ -z $SST2 && -f $SHARED_DATA/sst2/train.tsv ]]; then SST2=$SHARED_DATA/sst2; fi
@@ -86,6 +99,7 @@ check_inputs() {
     [[ -z $SST2 || -d $SST2 ]] || usage_error "--sst2 $SST2: no such folder"
     [[ $GRID =~ ^(full|quick|speed|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick, speed or tiny"
     [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || usage_error "--epochs $EPOCHS: expected a whole number > 0"
+    [[ $SEEDS =~ ^[1-9][0-9]*$ ]] || usage_error "--seeds $SEEDS: expected a whole number > 0"
     [[ $BUDGET =~ ^[0-9]*\.?[0-9]+$ ]] || usage_error "--budget $BUDGET: expected minutes > 0"
     local task
     # shellcheck disable=SC2086  # a list of sizes
@@ -99,27 +113,44 @@ check_inputs() {
     fi
 }
 
+# task_source TASK: the folder with TASK's GLUE files (none: SST-2 is downloaded).
+task_source() {
+    if [[ $1 == SST-2 ]]; then echo "$SST2"; else echo "$GLUE_DIR/$1"; fi
+}
+
+# The tasks' training sentences go into the pretraining text (task-adaptive pretraining, Gururangan et al. 2020):
+# image captions alone share too few words with movie reviews for masked-LM pretraining to help SST-2.
 prepare() {
-    "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${MONO_ARGS[@]}"
-    local task from
+    local task from add=()
+    if ((TASK_TEXT)); then
+        for task in "${TASKS[@]}"; do
+            from=$(task_source "$task")
+            "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} \
+                --sentences "$OUT/task_text/$task.txt" "${GLUE_ARGS[@]}"
+            add+=(--add "$OUT/task_text/$task.txt")
+        done
+    fi
+    "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${add[@]}" "${MONO_ARGS[@]}"
     for task in "${TASKS[@]}"; do
-        from=$GLUE_DIR/$task
-        if [[ $task == SST-2 ]]; then from=$SST2; fi
+        from=$(task_source "$task")
         "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} --spm "$OUT/mono/spm.model" \
             --dict "$OUT/mono/bin/dict.txt" --out "$OUT/$task/data" "${GLUE_ARGS[@]}"
     done
 }
 
+# One sentence per sample (--sample-break-mode eos): with 128-token blocks of several unrelated sentences, a small
+# model spent a whole CPU budget at the loss of word frequencies before it learned where its context is; one
+# sentence per sample is also what fine-tuning feeds it. No dropout: a few minutes of pretraining underfit.
 pretrain() {
-    local archs=() size valid_every=50 log_every=5 workers=0
+    local archs=() size valid_every=100 log_every=5 workers=0
     if [[ $DEVICE == gpu ]]; then valid_every=500 log_every=50 workers=1; fi
     for size in $ARCHS; do archs+=("roberta_$size"); done
     local args=(
-        "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task compressed_masked_lm --criterion masked_lm
-        --sample-break-mode complete --tokens-per-sample 128 --max-positions 128
+        "$OUT/mono/bin" --user-dir "$REPO/fairseq_ext" --task compressed_masked_lm --criterion masked_lm_accuracy
+        --sample-break-mode eos --tokens-per-sample 128 --max-positions 128 --shorten-method truncate
         --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0
-        --lr 1e-3 --lr-scheduler inverse_sqrt --warmup-updates 40 --warmup-init-lr 1e-7
-        --dropout 0.1 --attention-dropout 0.1 --max-tokens 4096 --seed 1 --num-workers "$workers"
+        --lr 2e-3 --lr-scheduler inverse_sqrt --warmup-updates 150 --warmup-init-lr 1e-7
+        --dropout 0 --attention-dropout 0 --max-tokens 4096 --seed 1 --num-workers "$workers"
         --validate-interval-updates "$valid_every" --log-interval "$log_every" --no-epoch-checkpoints
         "${TRAIN_DEVICE_ARGS[@]}"
     )
@@ -128,36 +159,52 @@ pretrain() {
     train_grid "$OUT" "$(seconds "$BUDGET")" "${archs[@]}" -- "${args[@]}"
 }
 
-# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates), then the control: the
-# size that scored best, from random weights.
+# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates) with seed 1, in
+# OUT/TASK/finetune/<size>/ (what the sweep compresses); then the best pretrained size with the other seeds
+# (OUT/TASK/finetune-seed<k>/<size>/), and the control: that size from random weights with every seed
+# (OUT/TASK/scratch/<size>/, OUT/TASK/scratch-seed<k>/<size>/). The best size is the one with the lowest masked-LM
+# validation loss, not the best dev accuracy: picked by its seed-1 score on the dev set, it would carry that seed's
+# luck into the comparison.
 finetune() {
-    local task=$1 size i=0 n best
+    local task=$1 size i=0 n best seed pretrained=()
     n=$(wc -w <<<"$ARCHS")
     for size in $ARCHS; do
         i=$((i + 1))
-        finetune_one "$task" "$size" "$OUT/$task/finetune/$size" "$task $i/$n" \
+        finetune_one "$task" "$size" 1 "$OUT/$task/finetune/$size" "$task $i/$n" \
             --finetune-from-model "$OUT/train/$size/checkpoint_last.pt"
     done
-    best=$(best_finetuned "$OUT/$task/finetune")
-    finetune_one "$task" "$best" "$OUT/$task/scratch/$best" "$task control: $best from scratch"
+    best=$(best_pretrained "$OUT/train")
+    pretrained=(--finetune-from-model "$OUT/train/$best/checkpoint_last.pt")
+    # Only seed 1's checkpoints are swept: the others keep none.
+    for ((seed = 2; seed <= SEEDS; seed++)); do
+        finetune_one "$task" "$best" "$seed" "$OUT/$task/finetune-seed$seed/$best" \
+            "$task $best pretrained, seed $seed/$SEEDS" "${pretrained[@]}" --no-save
+    done
+    for ((seed = 1; seed <= SEEDS; seed++)); do
+        finetune_one "$task" "$best" "$seed" "$OUT/$task/$(seed_folder scratch "$seed")/$best" \
+            "$task control: $best from random weights, seed $seed/$SEEDS" --no-save
+    done
 }
 
-# best_finetuned DIR: the size whose fine-tuning ended with the best dev accuracy (DIR/<size>/meta.json).
-best_finetuned() {
+# seed_folder NAME SEED: NAME for seed 1, NAME-seed<SEED> for the others (as fairseq_ext/analysis/control.py reads).
+seed_folder() { if (($2 == 1)); then echo "$1"; else echo "$1-seed$2"; fi; }
+
+# best_pretrained DIR: the size whose pretraining ended with the lowest masked-LM validation loss (DIR/*/meta.json).
+best_pretrained() {
     "$PY" - "$1" <<'EOF'
 import json, pathlib, sys
 metas = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*/meta.json"))]
-print(max(metas, key=lambda m: m.get("valid_accuracy") or 0)["name"])
+print(min(metas, key=lambda m: m["valid_loss"] if m.get("valid_loss") is not None else float("inf"))["name"])
 EOF
 }
 
-# finetune_one TASK SIZE SAVE_DIR LABEL [INIT...]: one fine-tuning run of roberta_SIZE; INIT says where it starts
-# (--finetune-from-model CHECKPOINT), nothing for random weights.
+# finetune_one TASK SIZE SEED SAVE_DIR LABEL [ARGS...]: one fine-tuning run of roberta_SIZE with SEED; ARGS say where
+# it starts (--finetune-from-model CHECKPOINT; nothing for random weights), and more fairseq-train options.
 # The task is compressed_sentence_prediction with no compression flags, i.e. the stock task: fairseq-validate takes
 # the task config from the checkpoint, and only this one has the --prune-*/--quant-* keys the sweep overrides.
 finetune_one() {
-    local task=$1 size=$2 save_dir=$3 label=$4 data=$OUT/$1/data/bin
-    shift 4
+    local task=$1 size=$2 seed=$3 save_dir=$4 label=$5 data=$OUT/$1/data/bin
+    shift 5
     local examples classes updates
     examples=$(wc -l <"$OUT/$task/data/bpe/train.label")
     # fairseq-preprocess pads the label dictionary with madeupwordNNNN entries: they are no classes.
@@ -174,7 +221,7 @@ finetune_one() {
         --total-num-update "$updates" --warmup-updates $((updates * 6 / 100)) \
         --dropout 0.1 --attention-dropout 0.1 --find-unused-parameters \
         --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --no-epoch-checkpoints \
-        --seed 1 --num-workers 0 --log-interval 10 "${TRAIN_DEVICE_ARGS[@]}"
+        --seed "$seed" --num-workers 0 --log-interval 10 "${TRAIN_DEVICE_ARGS[@]}"
 }
 
 # fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple (8 by default), so 1
@@ -201,8 +248,8 @@ main() {
     parse_args "$@"
     check_inputs
     detect_device
-    settings_guard "$OUT" "tiny=$TINY" "archs=$ARCHS" "budget_min=$BUDGET" "epochs=$EPOCHS" "train_args=$TRAIN_EXTRA" \
-        "device=$DEVICE" "text=${TEXT:-download}"
+    settings_guard "$OUT" "tiny=$TINY" "archs=$ARCHS" "budget_min=$BUDGET" "epochs=$EPOCHS" "seeds=$SEEDS" \
+        "train_args=$TRAIN_EXTRA" "device=$DEVICE" "text=${TEXT:-download}" "task_text=$TASK_TEXT"
     local task
     step 1 5 "data: pretraining text and ${TASKS[*]}"
     prepare
