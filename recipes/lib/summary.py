@@ -43,8 +43,17 @@ def main(out):
              m.get("updates", "-"), f"{number(m.get('first_valid_loss'))} -> {number(m.get('valid_loss'))}",
              number(dense[m["name"]]["value"]) if m["name"] in dense else "-"]
             + ([number(scores[m["name"]]["value"]) if m["name"] in scores else "-"] if scores else []) for m in metas]
-    lines += table(rows, ["model", "params", "train words/s", "updates", "valid loss (first -> last)",
-                          f"{metric} (uncompressed, sweep)"] + ([f"{metric}, whole test set"] if scores else []))
+    header = ["model", "params", "train words/s", "updates", "valid loss (first -> last)",
+              f"{metric} (uncompressed, sweep)"] + ([f"{metric}, whole test set"] if scores else [])
+    if any("valid_text_loss" in m for m in metas):  # a masked LM: its loss and accuracy on the masked text tokens
+        header += ["masked text tokens: loss (first -> last), % right"]
+        for row, m in zip(rows, metas):
+            row.append(f"{number(m.get('first_valid_text_loss'))} -> {number(m.get('valid_text_loss'))}, "
+                       f"{number(m.get('valid_text_accuracy'))}")
+    lines += table(rows, header)
+    entropy = next((m["unigram_entropy"] for m in metas if m.get("unigram_entropy")), None)
+    if entropy:
+        lines.append(f"unigram entropy of the pretraining text: {entropy:.2f} bits per token")
     best_size = out / "report" / "best_size.json"
     if best_size.is_file():
         verdict = json.loads(best_size.read_text())
