@@ -136,9 +136,16 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
         assert_png(png)
         assert f"]({png.name})" in text  # embedded
     # 2 convergence + 5 frontier views (all, each compressor family, pruning, quantization) + metric vs decoding
-    # speed (every translation record has its tokens/s)
-    assert len(list(report.glob("*.png"))) == 8
+    # speed (every translation record has its tokens/s) + the frontier at run time (every record has runtime_mb)
+    assert len(list(report.glob("*.png"))) == 9
     assert "## Decoding speed" in text and "![speed](speed.png)" in text
+    # At run time: this sweep simulated every config (float32 weights on the grid), so every compressed point of
+    # the accounted frontier takes more than its bytes while decoding, and the report says so, point by point.
+    assert "## Memory at run time" in text and "No config of this sweep ran on kernels" in text
+    runtime = list(csv.DictReader((report / "frontier_runtime.csv").open()))
+    compressed = [row for row in runtime if row["compression"] != "dense" and "accounted" in row["frontiers"]]
+    assert compressed and all(float(row["runtime_mb"]) > 1.15 * float(row["accounted_mb"]) for row in compressed)
+    assert all(f"{row['model']} {row['compression']} (" in text for row in compressed)
     for table in ("time_to_target.csv", "time_to_target.json", "convergence_points.csv", "frontier_all.csv",
                   "frontier.json", "budgets.json"):
         assert (report / table).is_file(), table

@@ -70,7 +70,8 @@ def plot_convergence(curves, x, path, target=None, order=None):
     save(plt, fig, path)
 
 
-def plot_frontier(records, frontier, path, title, connect_levels=False, order=None, family_frontiers=None):
+def plot_frontier(records, frontier, path, title, connect_levels=False, order=None, family_frontiers=None,
+                  xlabel="compressed weights (MB)"):
     """Every config as a point (color: model, marker: method; hollow: a calibrated compressor) and the Pareto
     frontier as a step line; family_frontiers ({family: frontier}) adds each family's own frontier.
 
@@ -107,7 +108,7 @@ def plot_frontier(records, frontier, path, title, connect_levels=False, order=No
     if max(mbs) > 20 * min(mbs):
         ax.set_xscale("log")
     metric = records[0]["metric"]
-    ax.set_xlabel("compressed weights (MB)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{metric} ({'higher' if records[0]['higher_is_better'] else 'lower'} is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

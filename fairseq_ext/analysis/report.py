@@ -17,6 +17,7 @@ from .families import family_budget_rows, family_verdict
 from .frontier import pareto_frontier
 from .frontier_files import frontier_markdown, has_families, write_frontier
 from .plots import PlottingUnavailable, plot_speed
+from .runtime_memory import runtime_section
 from .selection import describe, select
 from .significance import ALPHA, TESTS, SignificanceTests, difference_text
 from .sweep_results import FAMILIES, compressor_family, level_label, models_by_size, read_sweep
@@ -85,6 +86,10 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
         if any(r.get("tokens_per_s") for r in records):
             speed, problem = speed_section(records, out, order)
             sections.append(speed)
+            problems.append(problem)
+        runtime, problem = runtime_section(records, out, order)
+        if runtime:
+            sections.append(runtime)
             problems.append(problem)
     else:
         sections.append("## Compression\n\nNo compression sweep (`sweep.jsonl`) in the run folder.")
