@@ -10,14 +10,18 @@ Plain torch: no fairseq import.
 
 import contextlib
 
+import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = ["weights_on_meta", "assign_meta_parameters"]
 
 
 @contextlib.contextmanager
 def weights_on_meta():
-    """Within: the parameters that Linear and Embedding modules register are created on the meta device."""
+    """Within: the parameters that Linear and Embedding modules register are created on the meta device, and a meta
+    tensor asked to move to the CPU stays on meta (fairseq's BERT initialisation draws its numbers on the CPU:
+    ``data.copy_(data.cpu().normal_())``)."""
     register = nn.Module.register_parameter
 
     def on_meta(module, name, parameter):
@@ -27,9 +31,17 @@ def weights_on_meta():
 
     nn.Module.register_parameter = on_meta
     try:
-        yield
+        with _MetaStaysMeta():
+            yield
     finally:
         nn.Module.register_parameter = register
+
+
+class _MetaStaysMeta(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.cpu and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def assign_meta_parameters(model: nn.Module, state_dict: dict) -> None:
