@@ -275,22 +275,33 @@ def nonempty_lines(files):
                     yield line
 
 
-def split_train_valid(files, text_dir, valid_every, max_lines, added=()):
+def split_train_valid(files, text_dir, valid_every, max_lines, added=(), added_repeat=1):
     """TEXT_DIR/train.txt and TEXT_DIR/valid.txt from the non-empty lines of files (the first max_lines, 0 = all),
-    then all those of the added files: every valid_every-th line is held out for validation. Streamed, as a user's
-    corpus may not fit in memory."""
+    then all those of the added files: every valid_every-th line is held out for validation. The added files'
+    training lines are written added_repeat times, their held-out lines once: more weight for a small text, and
+    no validation line among the training ones. Streamed, as a user's corpus may not fit in memory."""
     text_dir.mkdir(parents=True, exist_ok=True)
     lines = nonempty_lines(files)
     if max_lines:
         lines = itertools.islice(lines, max_lines)
-    lines = itertools.chain(lines, nonempty_lines(added))
     counts = {"train": 0, "valid": 0}
     with open(text_dir / "train.txt", "w", encoding="utf-8") as train, \
             open(text_dir / "valid.txt", "w", encoding="utf-8") as valid:
-        for index, line in enumerate(lines, start=1):
-            held_out = index % valid_every == 0
-            (valid if held_out else train).write(line + "\n")
-            counts["valid" if held_out else "train"] += 1
+        def split(lines, start, repeat):
+            index = start
+            for index, line in enumerate(lines, start=start + 1):
+                held_out = index % valid_every == 0
+                if held_out and repeat == 0:
+                    valid.write(line + "\n")
+                    counts["valid"] += 1
+                elif not held_out:
+                    train.write(line + "\n")
+                    counts["train"] += 1
+            return index
+
+        end = split(lines, 0, 0)
+        for repeat in range(added_repeat):
+            split(nonempty_lines(added), end, repeat)
     if not counts["valid"]:
         raise PrepareError(f"only {counts['train']} non-empty lines: too few to hold out every {valid_every}th "
                            f"for validation")

@@ -8,7 +8,8 @@
 
 One sentence (or document) per line. --add FILE (any number of times) puts more text after it, e.g. a task's
 training sentences without labels for task-adaptive pretraining (Gururangan et al., 2020): the BPE and the model
-then see the task's words. Every --valid-every-th line of it all is held out for validation. The default text is
+then see the task's words; --add-repeat N writes its training lines N times, to weigh a small text up. Every
+--valid-every-th line of it all is held out for validation (an added line once, never also for training). The default text is
 the English captions of Multi30k task 2 (train.1.en.gz ... train.5.en.gz, 145,000 lines) from the multi30k/dataset
 repository. Writes under --out: raw/ (downloads only), text/{train,valid}.txt, spm.model, bpe/, and bin/ (dict.txt,
 train, valid: the folder for fairseq-train --task masked_lm). A finished run is not redone.
@@ -43,13 +44,15 @@ def source_files(out, source, mirror):
     return list(download_checked(mirror, SHA256, out / "raw", instead="your text", option="--from PATH").values())
 
 
-def prepare(out, source=None, vocab_size=8000, valid_every=50, max_lines=0, workers=2, mirror=MIRROR, add=()):
+def prepare(out, source=None, vocab_size=8000, valid_every=50, max_lines=0, workers=2, mirror=MIRROR, add=(),
+            add_repeat=1):
     out = Path(out)
     bin_dir = out / "bin"
     if already_prepared(bin_dir, "dict.txt"):
         return bin_dir
     text_dir, bpe_dir = out / "text", out / "bpe"
-    split_train_valid(source_files(out, source, mirror), text_dir, valid_every, max_lines, [Path(p) for p in add])
+    split_train_valid(source_files(out, source, mirror), text_dir, valid_every, max_lines, [Path(p) for p in add],
+                      add_repeat)
     # A sample of the lines, should the corpus be large.
     train_sentencepiece([text_dir / "train.txt"], out / "spm", vocab_size, sample=10_000_000)
     bpe_dir.mkdir(exist_ok=True)
@@ -68,12 +71,15 @@ def main(argv=None):
     parser.add_argument("--max-lines", type=int, default=0, help="read only the first N lines of --from (0 = all)")
     parser.add_argument("--add", action="append", default=[], metavar="FILE",
                         help="more text after --from's, one sentence per line (may be given again)")
+    parser.add_argument("--add-repeat", type=int, default=1, metavar="N",
+                        help="write the --add text's training lines N times (its validation lines once; default 1)")
     args = parse_args(parser, argv, MIRROR, "the captions", lambda args: [
         too_small("--vocab-size", args.vocab_size, 100), too_small("--valid-every", args.valid_every, 2),
         args.source is not None and not Path(args.source).exists() and f"--from {args.source}: no such file or folder",
-        *(f"--add {path}: no such file" for path in args.add if not Path(path).is_file())])
+        *(f"--add {path}: no such file" for path in args.add if not Path(path).is_file()),
+        too_small("--add-repeat", args.add_repeat, 1)])
     run(prepare, args.out, args.source, args.vocab_size, args.valid_every, args.max_lines, args.workers, args.mirror,
-        args.add)
+        args.add, args.add_repeat)
 
 
 if __name__ == "__main__":

@@ -130,9 +130,10 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     out = tmp_path / "run"
     output = recipe_on_cpu("roberta", "--tiny", "--out", out).output
     assert "SST-2: 256 training and 256 dev examples, 2 classes" in output  # the tiny mode's slice of SST-2
-    # Task-adaptive pretraining: the 3,000 lines of text, then SST-2's 256 training sentences without labels.
+    # Task-adaptive pretraining: the 3,000 lines of text, then SST-2's 256 training sentences without labels, their
+    # 251 training lines 8 times (--task-text), the 5 held out once.
     assert "SST-2: 256 training examples' sentences, without labels" in output
-    assert "prepare: 3,191 training and 65 validation lines" in output
+    assert "prepare: 4,948 training and 65 validation lines" in output
     check_trained(out, ["d3_h256", "d6_h256"])
     pretrained = {size: json.loads((out / "train" / size / "meta.json").read_text()) for size in ("d3_h256", "d6_h256")}
     assert all(0 <= meta["valid_accuracy"] <= 100 for meta in pretrained.values())  # masked tokens predicted right
@@ -177,6 +178,8 @@ def test_help(name):
     ("wmt14_en_fr", ["--launcher", "mpi"], "--launcher mpi: expected local, torchrun or slurm"),
     ("roberta", ["--glue-tasks", "MNLI"], "--glue-tasks needs --glue-dir"),
     ("roberta", ["--frobnicate"], "unknown option --frobnicate"),
+    ("roberta", ["--task-text", "x"], "--task-text x: expected a whole number >= 0"),
+    ("roberta", ["--seeds", "0"], "--seeds 0: expected a whole number > 0"),
 ])
 def test_bad_input_fails_early_with_one_line(name, args, expected, tmp_path):
     proc = recipe(name, "--out", tmp_path / "out", *args, check=False)

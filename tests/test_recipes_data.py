@@ -80,6 +80,11 @@ def test_added_text_comes_after_the_first_max_lines_and_is_split_like_the_rest(t
     assert (tmp_path / "out" / "valid.txt").read_text().splitlines() == ["line 3", "task 1"]
     assert (tmp_path / "out" / "train.txt").read_text().splitlines() == ["line 1", "line 2", "line 4", "line 5",
                                                                          "task 2"]
+    # Repeated: the added training lines twice, the held-out one still once and only in validation.
+    split_train_valid([tmp_path / "text.txt"], tmp_path / "out", valid_every=3, max_lines=5,
+                      added=[tmp_path / "task.txt"], added_repeat=2)
+    assert (tmp_path / "out" / "valid.txt").read_text().splitlines() == ["line 3", "task 1"]
+    assert (tmp_path / "out" / "train.txt").read_text().splitlines()[-2:] == ["task 2", "task 2"]
 
 
 def test_task_sentences_are_the_training_inputs_without_labels(tmp_path):
