@@ -120,3 +120,12 @@ def test_sentence_prediction_finetunes_pruned_and_validates_accuracy(sst2_bin, s
     assert (summary["bits"], summary["quant_method"], summary["prune_method"]) == (8, "gptq", "magnitude")
     # one encoder layer, the head's dense and out_proj; the unused masked-LM head stays round-to-nearest
     assert summary["calibration"]["stages"] == 3 and summary["calibration"]["uncalibrated"] >= 1
+    # The same checkpoint on int4 kernels (4-bit, groups of 32): every Linear runs the simulated grid's codes; the
+    # token table stays a float, which the masked-LM head reads; accuracy within bf16 rounding of the simulation.
+    four_bit = ["--quant-bits", "4", "--quant-granularity", "group", "--quant-group-size", "32"]
+    simulated_output = run([*validate, *four_bit]).output
+    int4_output = run([*validate, *four_bit, "--int4-kernels"]).output
+    int4 = compressed_summary(int4_output)
+    assert int4["int4_linears"] >= 8 and int4["float_linears"] == 0 and int4["int4_embeddings"] == 0
+    assert int4["runtime_mb"] < compressed_summary(simulated_output)["runtime_mb"]  # the float table dominates here
+    assert abs(valid_figures(int4_output)["accuracy"] - valid_figures(simulated_output)["accuracy"]) <= 2.0
