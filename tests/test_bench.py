@@ -237,8 +237,12 @@ def test_bench_generate_quick(multi30k_2k, tmp_path):
         assert 144 / (seconds + 0.05) <= measured[variant]["tokens_per_s"] <= 144 / max(seconds - 0.05, 1e-9)
     speed = {v: measured[v]["tokens_per_s"] for v in ("fp32", "pruned_int8")}
     fp32, pruned = report["summary"]
+    assert fp32.pop("peak_rss_mb") == round(measured["fp32"]["peak_rss_mb"]) > 100  # fairseq-generate's own peak
     assert fp32 == {"arch": result["arch"], "variant": "fp32", "tokens_per_s": [round(speed["fp32"], 1)],
-                    "ratio_to_fp32": [1.0], "median_ratio": 1.0, "median_ratio_to_ct2_int8": None}
+                    "ratio_to_fp32": [1.0], "median_ratio": 1.0, "median_ratio_to_ct2_int8": None,
+                    "median_ratio_to_int8": None, "accounted_mb": None, "runtime_mb": None}  # stock: no plugin line
+    # The plugin's line: the int8 model runs the (unquantized) checkpoint's weights as int8 codes.
+    assert pruned["runtime_mb"] < pruned["accounted_mb"] == measured["pruned_int8"]["fp32_mb"]
     ratio = round(speed["pruned_int8"] / speed["fp32"], 2)
     assert pruned["ratio_to_fp32"] == [ratio] and pruned["median_ratio"] == statistics.median([ratio])
     for row in (fp32, pruned):

@@ -106,7 +106,8 @@ def test_generate_from_the_packed_file_decodes_exactly_the_compressed_model(mult
     proc = run(["scripts/pack_checkpoint.py", mt_model, "--out", packed, "--prune-sparsity", "0.6",
                 "--quant-bits", "4"])
     summary = compressed_summary(proc.output)
-    assert summary == compressed_summary(generations["60%/4-bit"])
+    # The same figures, but the weights' runtime memory: generate ran the model, pack_checkpoint only packed it.
+    assert summary == {k: v for k, v in compressed_summary(generations["60%/4-bit"]).items() if k != "runtime_mb"}
     assert packed.read_bytes()[:8] == b"FSEXTCMP"
     assert packed.stat().st_size < summary["compressed_mb"] * 1e6 + 64_000  # the bytes accounted + a JSON header
     out = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
@@ -167,7 +168,7 @@ def test_pack_checkpoint_calibrates_once_and_the_packed_file_decodes_exactly(mul
     summary = compressed_summary(run(["scripts/pack_checkpoint.py", mt_model, "--out", packed, *flags]).output)
     generated = compressed_summary(calibrated_generations["70% SparseGPT"])
     assert {k: v for k, v in summary.items() if k != "calibration"} == {
-        k: v for k, v in generated.items() if k != "calibration"}
+        k: v for k, v in generated.items() if k not in ("calibration", "runtime_mb")}
     out = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
                "--path", packed, *DECODE]).output
     assert "calibration" not in out  # decoding the file needs no data and no calibration

@@ -133,6 +133,8 @@ class Int4Linear(nn.Module):
     """A Linear whose weight is 4-bit codes in torch's int4 kernel layout: ``y = x W^T + b`` with ``x`` cast to bf16
     for the kernel and the result cast back (the bias is added in the input's dtype)."""
 
+    weights_in_buffers = True  # runtime.runtime_bytes counts them
+
     def __init__(self, packed, scales_and_zeros, group_size, in_features, out_features, bias=None):
         super().__init__()
         # Not in the state_dict: an int4 module is built from a checkpoint, never saved as one.
@@ -284,6 +286,8 @@ class Int4Embedding(nn.Module):
     """A token embedding of 4-bit codes: a lookup dequantizes only the rows it reads, exactly as the kernel would.
     ``source``: the Int4Linear whose packed codes hold the table (a tied output projection, or one made for this
     table), or None with ``codes``, one code per byte, when this CPU's packing layout could not be read."""
+
+    weights_in_buffers = True  # runtime.runtime_bytes counts them
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx, source=None, codes=None, scales_and_zeros=None,
                  group_size=None):

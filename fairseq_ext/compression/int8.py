@@ -166,6 +166,8 @@ class Int8Embedding(nn.Module):
     """A token embedding stored as int8 rows, one fp32 scale per row: the symmetric per-row 8-bit grid of
     ``--quant-bits 8`` (``quantization.quantize``), its codes held as signed int8 (127 levels a side)."""
 
+    weights_in_buffers = True  # runtime.runtime_bytes counts them
+
     def __init__(self, embedding):
         super().__init__()
         quantized = quantize(embedding.weight.detach().float(), 8, "symmetric", "channel")

@@ -7,15 +7,18 @@ from torch import nn
 
 from .int8 import int8_linears
 
+WEIGHTS_IN_BUFFERS = "weights_in_buffers"  # a module class attribute: its buffers are its weights
+
 
 def runtime_bytes(model: nn.Module) -> int:
-    """Bytes of every distinct storage among the parameters and buffers of ``model`` (a tied or shared tensor
-    counts once; int4 codes and int8 embedding rows are buffers), plus, per torch int8 Linear (which keeps its
-    packed weight outside both), the int8 weight, one fp32 scale per output row and the bias."""
-    storages = {}
-    for tensor in [*model.parameters(), *model.buffers()]:
-        storage = tensor.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+    """Bytes of the weights of ``model`` as it runs: every distinct storage among its parameters and among the
+    buffers of the modules that keep their weights as buffers (int4 codes, int8 embedding rows: those with
+    ``WEIGHTS_IN_BUFFERS``), a tied or shared tensor once; plus, per torch int8 Linear (which keeps its packed
+    weight outside both), the int8 weight, one fp32 scale per output row and the bias. Tables a model computes
+    rather than stores (sinusoidal positions) are not weights, and are the same in every variant of a model."""
+    tensors = list(model.parameters())
+    tensors += [b for m in model.modules() if getattr(m, WEIGHTS_IN_BUFFERS, False) for b in m.buffers(recurse=False)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
     total = sum(storages.values())
     for module in int8_linears(model).values():
         weight, bias = module.weight(), module.bias()
