@@ -136,7 +136,9 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     assert "prepare: 4,948 training and 65 validation lines" in output
     check_trained(out, ["d3_h256", "d6_h256"])
     pretrained = {size: json.loads((out / "train" / size / "meta.json").read_text()) for size in ("d3_h256", "d6_h256")}
-    assert all(0 <= meta["valid_accuracy"] <= 100 for meta in pretrained.values())  # masked tokens predicted right
+    # Masked tokens predicted right, the loss on the masked text tokens, and the text's unigram entropy (the 1k BPE).
+    assert all(0 <= meta["valid_accuracy"] <= 100 and 0 <= meta["valid_text_accuracy"] <= 100
+               and 0 < meta["valid_text_loss"] and 0 < meta["unigram_entropy"] <= 10 for meta in pretrained.values())
     for size in ("d3_h256", "d6_h256"):
         meta = json.loads((out / "SST-2" / "finetune" / size / "meta.json").read_text())
         assert meta["updates"] == 4 and 0 <= meta["valid_accuracy"] <= 100
@@ -160,6 +162,8 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     (control,) = json.loads((out / "SST-2" / "report" / "control.json").read_text())
     assert control["model"] == best and len(control["pretrained"]) == len(control["scratch"]) == 2
     assert "## What pretraining added" in report and f"| {best} | " in report and "(2 seeds: " in report
+    assert f"Best pretraining size for this budget: **{best}**" in report and "masked text tokens: " in report
+    assert "unigram entropy of the pretraining text: " in output
     assert f"control: {best}: pretraining added " in output and " points of dev accuracy on the mean (" in output
 
 
