@@ -39,7 +39,7 @@ from .quantization import QuantizedTensor, quantize
 
 __all__ = [
     "KERNEL_GROUP_SIZES", "Int4Linear", "Int4Embedding", "int4_kernel_problem", "kernel_group_size",
-    "int4_linear_from_quantized", "int4_embedding_from_quantized", "int4_modules", "quantize_model_int4",
+    "int4_linear_from_quantized", "int4_embedding_from_quantized", "quantize_model_int4",
     "int4_width_problems", "packed_row_layout", "CodedWeight", "replace_with_int4",
 ]
 
@@ -359,11 +359,6 @@ def int4_width_problems(weights: dict[str, QuantizedTensor]) -> list[str]:
     return [p for name, q in weights.items() if (p := _width_problem(name, q))]
 
 
-def int4_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """``{qualified name: module}`` of the Int4Linear and Int4Embedding modules of ``model``."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, (Int4Linear, Int4Embedding))}
-
-
 @dataclass
 class CodedWeight:
     """A weight to run on int4 codes: ``grid`` tells its shape and grid (shape, bits, granularity, group_size, as a
@@ -377,6 +372,8 @@ class CodedWeight:
 
 @dataclass(frozen=True)
 class GridShape:
+    """What the kernels need to know of a grid before its codes exist (CodedWeight.grid)."""
+
     shape: tuple[int, ...]
     bits: int
     granularity: str
