@@ -42,7 +42,7 @@ Threads: --threads N sets OMP_NUM_THREADS for fairseq and intra_threads for CTra
 machine shared with other jobs, a 2-thread run of any engine mostly measures how long its threads wait for
 each other).
 
-    .venv/bin/python scripts/bench_generate.py                       # d6_h1024, fp32/int8/pruned/pruned_int8 (+ct2)
+    .venv/bin/python scripts/bench_generate.py                       # d6_h1024, every variant (+ct2)
     .venv/bin/python scripts/bench_generate.py --archs transformer_wmt_en_fr_d2_h256,transformer_wmt_en_fr_d6_h512
     .venv/bin/python scripts/bench_generate.py --quick               # smoke test: tiny model, 1 round, seconds
 """
