@@ -104,7 +104,9 @@ def packed_checkpoint(path, arg_overrides=None):
     if arg_overrides is not None:
         overwrite_args_by_name(cfg, arg_overrides)  # the same override rules as for a .pt checkpoint
     load = _ENSEMBLE_LOAD.get()
-    int4 = load is not None and (load.int4 if load.int4 is not None else bool((cfg.get("task") or {}).get("int4_kernels")))
+    # No task given (fairseq-validate): the checkpoint's task config, with the command line's overrides, names it.
+    task_int4 = bool((cfg.get("task") or {}).get("int4_kernels"))
+    int4 = load is not None and (load.int4 if load.int4 is not None else task_int4)
     if int4:  # the task builds its int4 modules from the codes, never from float32 weights
         load.header = header
     else:

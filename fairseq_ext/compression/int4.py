@@ -211,7 +211,7 @@ def packed_row_layout(rows: int) -> PackedRowLayout:
 def _probe_layout(rows: int) -> PackedRowLayout:
     firsts, strides, shifts = [], None, None
     for width in PROBE_WIDTHS:
-        owner = {0: torch.zeros(rows * width // 2, dtype=torch.int64), 4: torch.zeros(rows * width // 2, dtype=torch.int64)}
+        owner = {shift: torch.zeros(rows * width // 2, dtype=torch.int64) for shift in (0, 4)}  # nibble -> row
         number = torch.arange(rows)
         for digit in range(0, max(rows - 1, 1).bit_length(), 4):
             probe = ((number >> digit) & 15).to(torch.int32)[:, None].expand(rows, width).contiguous()

@@ -10,21 +10,21 @@
   int4 weight-only modules holding the same codes (fairseq_ext.compression.int4).
 
 They act on a loaded checkpoint (fairseq-generate, fairseq-interactive, fairseq-validate), in the load hook of
-``CompressionTaskMixin``, after ``--prune-sparsity``/``--quant-bits``: structured pruning first, int8 or int4 last. They
-are refused in fairseq-train (the shrunk or int8 model cannot train or be checkpointed as the arch it claims to
-be), and an int8 or int4 model refuses to be moved to a GPU or cast to fp16/bf16 (what --fp16/--bf16 and the absence of
---cpu on a CUDA machine do right after loading), with the flag to change.
+``CompressionTaskMixin``, after ``--prune-sparsity``/``--quant-bits``: structured pruning first, int8 or int4
+last. They are refused in fairseq-train (the shrunk or int8 model cannot train or be checkpointed as the arch it
+claims to be), and an int8 or int4 model refuses to be moved to a GPU or cast to fp16/bf16 (what --fp16/--bf16 and
+the absence of --cpu on a CUDA machine do right after loading), with the flag to change.
 """
 import torch
 from torch import nn
 
+from fairseq_ext.compression import CompressionSpec
+from fairseq_ext.compression.int4 import MAX_BITS, quantize_model_int4
 from fairseq_ext.compression.int8 import (
     int8_engine,
     quantize_embeddings_int8,
     quantize_linears_int8,
 )
-from fairseq_ext.compression import CompressionSpec
-from fairseq_ext.compression.int4 import MAX_BITS, quantize_model_int4
 from fairseq_ext.compression.quantization import quantizable_weights
 from fairseq_ext.compression.structured import structured_prune
 
@@ -60,8 +60,8 @@ def guard_cpu_fp32(model, kernels_flag):
 
 
 def _check_cpu_fp32(model, kernels_flag):
-    params = list(model.parameters())[:1]
-    if params and (params[0].device.type != "cpu" or params[0].dtype != torch.float32):
+    first = next(model.parameters(), None)
+    if first is not None and (first.device.type != "cpu" or first.dtype != torch.float32):
         raise ValueError(DEVICE_MESSAGE.format(flag=kernels_flag))
 
 
