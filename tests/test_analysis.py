@@ -520,7 +520,7 @@ def write_finetuned(run, folder, name, accuracy):
 
 
 def test_what_pretraining_added_is_the_gain_of_the_means_over_seeds_and_says_when_it_beats_the_spread(tmp_path):
-    from fairseq_ext.analysis.control import control_markdown, control_rows, control_verdict
+    from fairseq_ext.analysis.control import control_markdown, control_rows, control_verdict, what_the_frontier_shows
 
     for folder, accuracy in [("finetune", 82.0), ("finetune-seed2", 80.0), ("finetune-seed10", 81.0),
                              ("scratch", 78.0), ("scratch-seed2", 79.0), ("scratch-seed3", 77.0)]:
@@ -536,6 +536,8 @@ def test_what_pretraining_added_is_the_gain_of_the_means_over_seeds_and_says_whe
                                     "control seed.")
     assert "| d3_h256 | 81.00 +- 1.00 (3 seeds: 80.00-82.00) | 78.00 +- 1.00 (3 seeds: 77.00-79.00) | 3 | yes |" \
         in control_markdown([row])
+    assert what_the_frontier_shows([row]).startswith("Pretraining added beyond the seeds' spread (d3_h256)")
     write_finetuned(tmp_path, "scratch-seed4", "d3_h256", 80.5)  # a control seed above the worst pretrained one
     (row,) = control_rows(tmp_path)
     assert not row["beyond_spread"] and "within the spread: the seeds' ranges overlap" in control_verdict(row)
+    assert "does not test the paper's claim" in what_the_frontier_shows([row])

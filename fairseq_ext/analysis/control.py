@@ -79,3 +79,17 @@ def control_markdown(rows):
     return "\n".join(header + [f"| {row['model']} | {row['pretrained'].text()} | {row['scratch'].text()} | "
                                f"{number_text(row['gain'])} | {'yes' if row['beyond_spread'] else 'no'} |"
                                for row in rows])
+
+
+def what_the_frontier_shows(rows):
+    """One sentence before the compression frontier: whether its models are ones whose pretraining added. Where
+    none did beyond the seeds' spread, the frontier ranks how each size fine-tuned from this pretraining, which is
+    not the paper's claim (a larger pretrained model, compressed, beats a smaller one)."""
+    added = [row["model"] for row in rows if row["gain"] > 0 and row["beyond_spread"]]
+    if added:
+        return (f"Pretraining added beyond the seeds' spread ({', '.join(added)}): the compression frontier below is "
+                f"drawn from fine-tuned models whose pretraining added.")
+    return ("Pretraining added nothing beyond the seeds' spread here, so the compression frontier below is drawn from "
+            "fine-tuned models whose pretraining did not add: it ranks how each size fine-tuned from this "
+            "pretraining, and does not test the paper's claim that a larger pretrained model, compressed, beats a "
+            "smaller one at the same MB.")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import AnalysisError
 from .best_size import best_size_lines, check_models, learned_markdown
-from .control import control_markdown, control_rows, control_verdict
+from .control import control_markdown, control_rows, control_verdict, what_the_frontier_shows
 from .convergence_files import write_convergence
 from .families import family_budget_rows, family_verdict
 from .frontier import pareto_frontier
@@ -156,10 +156,10 @@ def control_section(run, out, runs):
     ends = {name: metrics for name, metrics in ends.items() if "valid_loss" in metrics}
     if ends:
         best = min(ends, key=lambda name: ends[name]["valid_loss"])
-        lines += [f"Best pretraining size for this budget: **{best}**, the lowest masked-LM validation loss at the end "
-                  f"of the same wall-clock budget:", "", *[f"- {name}: {pretraining_end(metrics)}"
-                                                           for name, metrics in ends.items()]]
         entropy = next((r.meta["unigram_entropy"] for r in runs if r.meta.get("unigram_entropy")), None)
+        lines += [f"Best pretraining size for this budget: **{best}**, the lowest masked-LM validation loss at the end "
+                  f"of the same wall-clock budget:", "", *[f"- {name}: {pretraining_end(metrics, entropy)}"
+                                                           for name, metrics in ends.items()]]
         if entropy:
             lines += ["", f"The unigram entropy of the pretraining text under its BPE is {entropy:.2f} bits per "
                           f"token: the text loss of a model that knows word frequencies and nothing of context."]
@@ -171,15 +171,19 @@ def control_section(run, out, runs):
     lines += ["The same fine-tuning (data, settings, epochs) from the pretrained checkpoint and from random weights, "
               "with each seed: dev accuracy (%) at the end of fine-tuning, mean +- standard deviation over the seeds "
               "(their range in brackets). The gain is larger than the spread when every pretrained seed beats every "
-              "control seed.", "", control_markdown(rows), "", *[control_verdict(row) for row in rows]]
+              "control seed.", "", control_markdown(rows), "", *[control_verdict(row) for row in rows], "",
+              what_the_frontier_shows(rows)]
     return "\n".join(lines)
 
 
-def pretraining_end(metrics):
-    """"valid_loss 5.1 bits (text tokens: 6.2 bits, 35% right)" from a masked LM's last validation."""
+def pretraining_end(metrics, entropy=None):
+    """"valid_loss 5.1 bits (masked text tokens: 6.2 bits, 2.1 below the unigram entropy, 35% predicted right)" from
+    a masked LM's last validation."""
     text = f"valid_loss {number_text(metrics['valid_loss'])} bits"
     if "valid_text_loss" in metrics:
         text += f" (masked text tokens: {number_text(metrics['valid_text_loss'])} bits"
+        if entropy:
+            text += f", {entropy - metrics['valid_text_loss']:.2f} below the unigram entropy"
         if "valid_text_accuracy" in metrics:
             text += f", {number_text(metrics['valid_text_accuracy'])}% predicted right"
         text += ")"
