@@ -47,8 +47,8 @@ options:
 Pretraining (every size the same): pre-norm, one sentence per sample (at most 128 tokens), 15% masking, no dropout,
 Adam (0.9, 0.98), lr 2e-3 after a 150-update warm-up, inverse-sqrt decay, 4,096-token batches; validation every 100
 updates on a CPU, with the masked-token accuracy (--criterion masked_lm_accuracy).
-Fine-tuning: batch 32, lr 1e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at a learning rate
-for small models), the same for the pretrained models and the control. Every size is fine-tuned with seed 1; the size
+Fine-tuning: batch 32, lr 5e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at the learning rate
+where the control, from random weights, did best), the same for the pretrained models and the control. Every size is fine-tuned with seed 1; the size
 whose pretraining ended lowest again with seeds 2..--seeds (OUT/<TASK>/finetune-seed<k>/), and the control: that
 size from random weights (no pretraining) with every seed (OUT/<TASK>/scratch*/), so the report shows what
 pretraining added, mean +- spread over the seeds.
@@ -221,7 +221,7 @@ finetune_one() {
         --task compressed_sentence_prediction --criterion sentence_prediction --num-classes "$classes" \
         --init-token 0 --separator-token 2 --max-positions 128 --shorten-method truncate \
         --batch-size 32 "${stop[@]}" --optimizer adam --adam-betas "(0.9, 0.98)" --adam-eps 1e-6 \
-        --weight-decay 0.1 --clip-norm 0.0 --lr 1e-4 --lr-scheduler polynomial_decay \
+        --weight-decay 0.1 --clip-norm 0.0 --lr 5e-4 --lr-scheduler polynomial_decay \
         --total-num-update "$updates" --warmup-updates $((updates * 6 / 100)) \
         --dropout 0.1 --attention-dropout 0.1 --find-unused-parameters \
         --best-checkpoint-metric accuracy --maximize-best-checkpoint-metric --no-epoch-checkpoints \
