@@ -520,12 +520,15 @@ def write_finetuned(run, folder, name, accuracy):
 
 
 def test_what_pretraining_added_is_the_gain_of_the_means_over_seeds_and_says_when_it_beats_the_spread(tmp_path):
-    from fairseq_ext.analysis.control import control_markdown, control_rows, control_verdict, what_the_frontier_shows
+    from fairseq_ext.analysis.control import (control_markdown, control_rows, control_verdict, pretrained_seeds,
+                                              what_the_frontier_shows)
 
     for folder, accuracy in [("finetune", 82.0), ("finetune-seed2", 80.0), ("finetune-seed10", 81.0),
                              ("scratch", 78.0), ("scratch-seed2", 79.0), ("scratch-seed3", 77.0)]:
         write_finetuned(tmp_path, folder, "d3_h256", accuracy)
     write_finetuned(tmp_path, "finetune", "d6_h256", 75.0)  # no control: not compared
+    assert {name: seeds.values for name, seeds in pretrained_seeds(tmp_path).items()} == \
+        {"d3_h256": (82.0, 80.0, 81.0), "d6_h256": (75.0,)}
     (row,) = control_rows(tmp_path)
     assert row["pretrained"].values == (82.0, 80.0, 81.0) and row["scratch"].values == (78.0, 79.0, 77.0)
     assert row["gain"] == pytest.approx(3.0) and row["beyond_spread"]

@@ -158,7 +158,11 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
         assert meta["updates"] == 4 and meta["arch"] == f"roberta_{best}"
         command = (run_dir / "stdout.log").read_text()
         assert f"--seed {seed} " in command and ("--finetune-from-model" in command) == folder.startswith("finetune")
-    assert not (out / "SST-2" / "finetune-seed2" / ("d6_h256" if best == "d3_h256" else "d3_h256")).exists()
+    # Every size gets every seed; only the best size gets a control.
+    other = "d6_h256" if best == "d3_h256" else "d3_h256"
+    assert (out / "SST-2" / "finetune-seed2" / other / "meta.json").is_file()
+    assert not (out / "SST-2" / "scratch" / other).exists()
+    assert f"| {other} | " in report.split("## What pretraining added")[1].split("## ")[0]
     (control,) = json.loads((out / "SST-2" / "report" / "control.json").read_text())
     assert control["model"] == best and len(control["pretrained"]) == len(control["scratch"]) == 2
     assert "## What pretraining added" in report and f"| {best} | " in report and "(2 seeds: " in report

@@ -64,6 +64,13 @@ def control_rows(run):
     return rows
 
 
+def pretrained_seeds(run):
+    """{model: Seeds} for every model fine-tuned from its pretraining (RUN/finetune/<model>/ and its seed folders)."""
+    found = {path.parent.name: seeds(run, "finetune", path.parent.name)
+             for path in sorted(run.glob("finetune/*/meta.json"))}
+    return {name: values for name, values in found.items() if values.values}
+
+
 def control_verdict(row):
     """One sentence: the gain of the means and whether it is larger than the seed-to-seed spread."""
     pretrained, scratch = row["pretrained"], row["scratch"]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import AnalysisError
 from .best_size import best_size_lines, check_models, learned_markdown
-from .control import control_markdown, control_rows, control_verdict, what_the_frontier_shows
+from .control import (control_markdown, control_rows, control_verdict, pretrained_seeds,
+                      what_the_frontier_shows)
 from .convergence_files import write_convergence
 from .families import family_budget_rows, family_verdict
 from .frontier import pareto_frontier
@@ -164,6 +165,11 @@ def control_section(run, out, runs):
             lines += ["", f"The unigram entropy of the pretraining text under its BPE is {entropy:.2f} bits per "
                           f"token: the text loss of a model that knows word frequencies and nothing of context."]
         lines.append("")
+    every_size = pretrained_seeds(run)
+    if every_size:
+        lines += ["Every size fine-tuned from its pretraining, dev accuracy (%) at the end of fine-tuning over its "
+                  "seeds:", "", "| model | pretrained, then fine-tuned |", "|---|---|",
+                  *[f"| {name} | {values.text()} |" for name, values in every_size.items()], ""]
     write_json(out / "control.json", [{"model": row["model"], "pretrained": list(row["pretrained"].values),
                                        "scratch": list(row["scratch"].values), "gain": row["gain"],
                                        "beyond_spread": row["beyond_spread"], "verdict": control_verdict(row)}

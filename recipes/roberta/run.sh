@@ -14,8 +14,8 @@ stages (each finished step is skipped when run again):
   prepare   sentencepiece BPE + binarized pretraining text (--text and the tasks' training sentences, without
             labels); each task encoded with the same BPE and dictionary
   pretrain  every --archs model (roberta_<size>) for the same wall-clock --budget, masked LM (fairseq masked_lm)
-  finetune  every pretrained model on every task, for the same number of epochs; the size with the lowest
-            masked-LM validation loss with --seeds seeds, and the control: that size from random weights, as often
+  finetune  every pretrained model on every task with --seeds seeds, for the same number of epochs; the control:
+            the size with the lowest masked-LM validation loss from random weights, as often
   sweep     every fine-tuned model under pruning / quantization (scripts/sweep.py), with the paper's magnitude
             pruning and round-to-nearest and with the calibrated SparseGPT / GPTQ: dev accuracy vs MB
   report    per task, scripts/analyze.py report: pretraining convergence, the compression frontier, budgets
@@ -34,7 +34,7 @@ options:
   --archs "LIST"     sizes of roberta_<size> (default: "d3_h256 d6_h256 d3_h512")
   --budget MIN       pretraining minutes per model (default: 7)
   --epochs N         fine-tuning epochs per task (default: 3)
-  --seeds N          fine-tuning seeds of the best pretrained size and of the control (default: 3; --tiny: 2)
+  --seeds N          fine-tuning seeds of every pretrained size and of the control (default: 3; --tiny: 2)
   --grid NAME        compression grid of the sweep: full, quick, speed, tiny (default: quick, so that the whole
                      default run fits an hour on 2 CPU cores; see scripts/sweep.py --help)
   --train-args "A"   more fairseq-train options for pretraining, last so they win
@@ -48,9 +48,9 @@ Pretraining (every size the same): pre-norm, one sentence per sample (at most 12
 Adam (0.9, 0.98), lr 2e-3 after a 150-update warm-up, inverse-sqrt decay, 4,096-token batches; validation every 100
 updates on a CPU, with the masked-token accuracy (--criterion masked_lm_accuracy).
 Fine-tuning: batch 32, lr 5e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at the learning rate
-where the control, from random weights, did best), the same for the pretrained models and the control. Every size is fine-tuned with seed 1; the size
-whose pretraining ended lowest again with seeds 2..--seeds (OUT/<TASK>/finetune-seed<k>/), and the control: that
-size from random weights (no pretraining) with every seed (OUT/<TASK>/scratch*/), so the report shows what
+where the control, from random weights, did best), the same for the pretrained models and the control. Every size is
+fine-tuned with seeds 1..--seeds (OUT/<TASK>/finetune/, OUT/<TASK>/finetune-seed<k>/), and the control: the size
+whose pretraining ended lowest from random weights (no pretraining) with every seed (OUT/<TASK>/scratch*/), so the report shows what
 pretraining added, mean +- spread over the seeds.
 EOF
 }
@@ -163,27 +163,23 @@ pretrain() {
     train_grid "$OUT" "$(seconds "$BUDGET")" "${archs[@]}" -- "${args[@]}"
 }
 
-# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates) with seed 1, in
-# OUT/TASK/finetune/<size>/ (what the sweep compresses); then the best pretrained size with the other seeds
-# (OUT/TASK/finetune-seed<k>/<size>/), and the control: that size from random weights with every seed
-# (OUT/TASK/scratch/<size>/, OUT/TASK/scratch-seed<k>/<size>/). The best size is the one with the lowest masked-LM
-# validation loss, not the best dev accuracy: picked by its seed-1 score on the dev set, it would carry that seed's
-# luck into the comparison.
+# finetune TASK: every pretrained size on TASK for EPOCHS epochs (the tiny mode: 4 updates) with every seed, seed 1
+# in OUT/TASK/finetune/<size>/ (what the sweep compresses), seed k in OUT/TASK/finetune-seed<k>/<size>/; then the
+# control: the best pretrained size from random weights with every seed (OUT/TASK/scratch/<size>/,
+# OUT/TASK/scratch-seed<k>/<size>/). The best size is the one with the lowest masked-LM validation loss, not the best
+# dev accuracy: picked by its score on the dev set, it would carry its seeds' luck into the comparison.
 finetune() {
-    local task=$1 size i=0 n best seed pretrained=()
-    n=$(wc -w <<<"$ARCHS")
-    for size in $ARCHS; do
-        i=$((i + 1))
-        finetune_one "$task" "$size" 1 "$OUT/$task/finetune/$size" "$task $i/$n" \
-            --finetune-from-model "$OUT/train/$size/checkpoint_last.pt"
+    local task=$1 size best seed keep=()
+    for ((seed = 1; seed <= SEEDS; seed++)); do
+        # Only seed 1's checkpoints are swept: the others keep none.
+        if ((seed > 1)); then keep=(--no-save); fi
+        for size in $ARCHS; do
+            finetune_one "$task" "$size" "$seed" "$OUT/$task/$(seed_folder finetune "$seed")/$size" \
+                "$task $size pretrained, seed $seed/$SEEDS" \
+                --finetune-from-model "$OUT/train/$size/checkpoint_last.pt" "${keep[@]}"
+        done
     done
     best=$(best_pretrained "$OUT/train")
-    pretrained=(--finetune-from-model "$OUT/train/$best/checkpoint_last.pt")
-    # Only seed 1's checkpoints are swept: the others keep none.
-    for ((seed = 2; seed <= SEEDS; seed++)); do
-        finetune_one "$task" "$best" "$seed" "$OUT/$task/finetune-seed$seed/$best" \
-            "$task $best pretrained, seed $seed/$SEEDS" "${pretrained[@]}" --no-save
-    done
     for ((seed = 1; seed <= SEEDS; seed++)); do
         finetune_one "$task" "$best" "$seed" "$OUT/$task/$(seed_folder scratch "$seed")/$best" \
             "$task control: $best from random weights, seed $seed/$SEEDS" --no-save
