@@ -537,7 +537,7 @@ def test_what_pretraining_added_is_the_gain_of_the_means_over_seeds_and_says_whe
                                     "(3 seeds: 80.00-82.00) pretrained vs 78.00 +- 1.00 (3 seeds: 77.00-79.00) from "
                                     "random weights), larger than the spread: every pretrained seed beats every "
                                     "control seed.")
-    assert "| d3_h256 | 81.00 +- 1.00 (3 seeds: 80.00-82.00) | 78.00 +- 1.00 (3 seeds: 77.00-79.00) | 3 | yes |" \
+    assert "| d3_h256 | 81.00 +- 1.00 (3 seeds: 80.00-82.00) | 78.00 +- 1.00 (3 seeds: 77.00-79.00) | +3.00 | yes |" \
         in control_markdown([row])
     assert what_the_frontier_shows([row]).startswith("Pretraining added beyond the seeds' spread (d3_h256)")
     write_finetuned(tmp_path, "scratch-seed4", "d3_h256", 80.5)  # a control seed above the worst pretrained one

@@ -10,7 +10,6 @@ import re
 import statistics
 from dataclasses import dataclass
 
-from .tables import number_text
 from .training_run import read_meta
 
 
@@ -84,7 +83,7 @@ def control_markdown(rows):
     header = ["| model | pretrained, then fine-tuned | fine-tuned from random weights | gain of the means (points) "
               "| gain > spread |", "|---|---|---|---|---|"]
     return "\n".join(header + [f"| {row['model']} | {row['pretrained'].text()} | {row['scratch'].text()} | "
-                               f"{number_text(row['gain'])} | {'yes' if row['beyond_spread'] else 'no'} |"
+                               f"{row['gain']:+.2f} | {'yes' if row['beyond_spread'] else 'no'} |"
                                for row in rows])
 
 
