@@ -50,8 +50,8 @@ updates on a CPU, with the masked-token accuracy (--criterion masked_lm_accuracy
 Fine-tuning: batch 32, lr 5e-4 with 6% warm-up and linear decay (fairseq's RoBERTa GLUE recipe at the learning rate
 where the control, from random weights, did best), the same for the pretrained models and the control. Every size is
 fine-tuned with seeds 1..--seeds (OUT/<TASK>/finetune/, OUT/<TASK>/finetune-seed<k>/), and the control: the size
-whose pretraining ended lowest from random weights (no pretraining) with every seed (OUT/<TASK>/scratch*/), so the report shows what
-pretraining added, mean +- spread over the seeds.
+whose pretraining ended lowest, from random weights (no pretraining), with every seed (OUT/<TASK>/scratch*/), so
+the report shows what pretraining added, mean +- spread over the seeds.
 EOF
 }
 
