@@ -121,10 +121,15 @@ CALIBRATION = ["--calib-samples", "64", "--calib-seed", "3"]
 
 @pytest.fixture(scope="session")
 def calibrated_generations(multi30k_2k, mt_model):
-    """fairseq-generate on mt_model, 70% pruned by SparseGPT."""
+    """fairseq-generate on mt_model, 70% pruned by SparseGPT, decoded by fairseq's generator: the stock task's
+    decoding of the packed file compares with it like with like. The lean decoder agrees with fairseq's to about
+    1e-6 in a score (all 1,000 test sentences of this model agreed on an AMD EPYC at beam 2 and 4), not to the
+    bit: on an Intel Xeon with AMX one degenerate hypothesis of this 70%-pruned model, a word repeated 14 or 20
+    times, came out differently, a near-tie that any change in rounding may break either way. The lean decoder's
+    own exactness is tested on the dense model (test_off_by_default_reproduces_the_stock_task_exactly)."""
     return {"70% SparseGPT": run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--path", mt_model,
                                   "--task", "compressed_translation", *DECODE, "--prune-sparsity", "0.7",
-                                  "--prune-method", "sparsegpt", *CALIBRATION]).output}
+                                  "--prune-method", "sparsegpt", *CALIBRATION, "--stock-generator"]).output}
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +177,7 @@ def test_pack_checkpoint_calibrates_once_and_the_packed_file_decodes_exactly(mul
     out = run(["fairseq-generate", multi30k_2k / "bin", "--user-dir", "fairseq_ext", "--task", "translation",
                "--path", packed, *DECODE]).output
     assert "calibration" not in out  # decoding the file needs no data and no calibration
-    lean = [line.split("\t")[::2] for line in hypotheses(calibrated_generations["70% SparseGPT"])]
-    assert [line.split("\t")[::2] for line in hypotheses(out)] == lean
+    assert hypotheses(out) == hypotheses(calibrated_generations["70% SparseGPT"])
 
 
 def test_calibration_input_errors_name_the_flag(multi30k_2k, mt_model):
