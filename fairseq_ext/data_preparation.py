@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import urllib.request
 from pathlib import Path
 
@@ -134,6 +135,54 @@ def open_text(path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+# --- the Large Movie Review Dataset (IMDB) ---------------------------------------------------------------------
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+# {split: the archive's folder}; each split becomes one file, a review per line: <split>.txt.gz
+IMDB_SPLITS = {"train_unsup": "aclImdb/train/unsup", "train_pos": "aclImdb/train/pos",
+               "train_neg": "aclImdb/train/neg", "test_pos": "aclImdb/test/pos", "test_neg": "aclImdb/test/neg"}
+
+
+def imdb_review(text):
+    """A review as one line: its HTML line breaks and runs of white space made single spaces."""
+    return " ".join(text.replace("<br />", " ").split())
+
+
+def imdb_files(splits, source=None, dest=None):
+    """{split: path of <split>.txt.gz, one review per line} for splits: from source, a folder in that layout (a
+    local copy), or converted from the archive downloaded into dest (sha256-checked; the reviews of a split in
+    the order of their numeric ids)."""
+    names = {split: f"{split}.txt.gz" for split in splits}
+    if source is not None:
+        missing = [name for name in names.values() if not (Path(source) / name).is_file()]
+        if missing:
+            raise PrepareError(f"--from {source}: no {', '.join(missing)} in it (the IMDB reviews, one per line)")
+        return {split: Path(source) / name for split, name in names.items()}
+    dest = Path(dest)
+    paths = {split: dest / name for split, name in names.items()}
+    if all(path.is_file() for path in paths.values()):
+        return paths
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = download(IMDB_URL, dest / "aclImdb_v1.tar.gz", IMDB_SHA256, instead="a local copy of the reviews",
+                       option="--from DIR")
+    print(f"prepare: converting {archive.name} to one review per line", flush=True)
+    reviews = {split: [] for split in splits}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            folder, _, name = member.name.rpartition("/")
+            split = next((s for s in splits if IMDB_SPLITS[s] == folder), None)
+            if split is not None and member.isfile() and name.endswith(".txt"):
+                review_id = int(name.split("_")[0])
+                reviews[split].append((review_id, imdb_review(tar.extractfile(member).read().decode("utf-8"))))
+    for split, path in paths.items():
+        tmp = path.with_name(path.name + ".tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            f.writelines(review + "\n" for _, review in sorted(reviews[split]))
+        os.replace(tmp, path)
+    return paths
+
+
 # --- sentencepiece -----------------------------------------------------------------------------------------------
 
 
@@ -157,16 +206,19 @@ def train_sentencepiece(inputs, model_prefix, vocab_size, sample=0):
     )
 
 
-def encode_files(model_file, sources_and_targets):
+def encode_files(model_file, sources_and_targets, max_pieces=0):
     """Write each (source, target) pair's target: its source's lines as space-separated sentencepiece pieces, one
-    line for a line. Streamed in blocks of lines, as a user's corpus may not fit in memory."""
+    line for a line, or, given max_pieces, a longer line as several lines of at most max_pieces pieces (so that no
+    sample outgrows a model's positions). Streamed in blocks of lines, as a user's corpus may not fit in memory."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     for source, target in sources_and_targets:
         with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
             while lines := [line.rstrip("\n") for _, line in zip(range(100_000), f)]:
-                out.writelines(" ".join(pieces) + "\n" for pieces in sp.encode(lines, out_type=str))
+                for pieces in sp.encode(lines, out_type=str):
+                    step = max_pieces or max(len(pieces), 1)
+                    out.writelines(" ".join(pieces[i:i + step]) + "\n" for i in range(0, max(len(pieces), 1), step))
 
 
 # --- fairseq-preprocess ------------------------------------------------------------------------------------------
@@ -275,11 +327,33 @@ def nonempty_lines(files):
                     yield line
 
 
-def split_train_valid(files, text_dir, valid_every, max_lines, added=(), added_repeat=1):
+# A sentence ends at . ! or ? (and any closing quotes or brackets) before a space and a capital, a digit or an
+# opening quote: good enough for reviews, where a missed boundary only makes a longer sample.
+_SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def cut_words(text, max_words):
+    """text in pieces of at most max_words words (a run-on review without full stops, a pasted list)."""
+    words = text.split()
+    return [" ".join(words[i:i + max_words]) for i in range(0, len(words), max_words)]
+
+
+def document_sentences(document, max_words):
+    """The sentences of a document on one line (a review), each cut to at most max_words words."""
+    return [piece for sentence in _SENTENCE_END.sub("\\1\n", document).split("\n")
+            for piece in cut_words(sentence, max_words)]
+
+
+def split_train_valid(files, text_dir, valid_every, max_lines, added=(), added_repeat=1, samples=None):
     """TEXT_DIR/train.txt and TEXT_DIR/valid.txt from the non-empty lines of files (the first max_lines, 0 = all),
     then all those of the added files: every valid_every-th line is held out for validation. The added files'
     training lines are written added_repeat times, their held-out lines once: more weight for a small text, and
-    no validation line among the training ones. Streamed, as a user's corpus may not fit in memory."""
+    no validation line among the training ones. Streamed, as a user's corpus may not fit in memory.
+
+    samples(line) gives the lines a line of files becomes (default: itself), e.g. a review's sentences
+    (document_sentences): a held-out line is held out whole, so no validation sentence shares a review with a
+    training one. The counts are of the lines written."""
+    samples = samples or (lambda line: [line])
     text_dir.mkdir(parents=True, exist_ok=True)
     lines = nonempty_lines(files)
     if max_lines:
@@ -287,21 +361,24 @@ def split_train_valid(files, text_dir, valid_every, max_lines, added=(), added_r
     counts = {"train": 0, "valid": 0}
     with open(text_dir / "train.txt", "w", encoding="utf-8") as train, \
             open(text_dir / "valid.txt", "w", encoding="utf-8") as valid:
-        def split(lines, start, repeat):
+        def split(lines, start, repeat, samples):
             index = start
             for index, line in enumerate(lines, start=start + 1):
                 held_out = index % valid_every == 0
                 if held_out and repeat == 0:
-                    valid.write(line + "\n")
-                    counts["valid"] += 1
+                    kind, out = "valid", valid
                 elif not held_out:
-                    train.write(line + "\n")
-                    counts["train"] += 1
+                    kind, out = "train", train
+                else:
+                    continue
+                for sample in samples(line):
+                    out.write(sample + "\n")
+                    counts[kind] += 1
             return index
 
-        end = split(lines, 0, 0)
+        end = split(lines, 0, 0, samples)
         for repeat in range(added_repeat):
-            split(nonempty_lines(added), end, repeat)
+            split(nonempty_lines(added), end, repeat, lambda line: [line])
     if not counts["valid"]:
         raise PrepareError(f"only {counts['train']} non-empty lines: too few to hold out every {valid_every}th "
                            f"for validation")

@@ -22,12 +22,15 @@ stages (each finished step is skipped when run again):
 
 options:
   --out DIR          everything goes here (default: runs/roberta; --tiny: runs/roberta-tiny)
-  --text PATH        the pretraining text: a file or a folder of *.txt / *.gz files, one sentence per line
-                     (default: the Multi30k English captions, $FAIRSEQ_EXT_DATA/multi30k/mono if there, else
-                     downloaded from github.com/multi30k/dataset data/task2/raw)
-  --task-text N      the tasks' training sentences, without their labels, N times beside --text in the
-                     pretraining text (task-adaptive pretraining; never a dev or test sentence); 0: --text
-                     alone (default: 8, so that SST-2's 6,920 sentences are about a third of the default text)
+  --corpus NAME      the pretraining text when --text is not given: imdb, the 75,000 training reviews of the
+                     Large Movie Review Dataset, split into sentences ($FAIRSEQ_EXT_DATA/imdb if there, else
+                     downloaded from ai.stanford.edu, sha256-checked; never its test reviews), or captions, the
+                     Multi30k English captions ($FAIRSEQ_EXT_DATA/multi30k/mono, else downloaded) (default: imdb)
+  --text PATH        your pretraining text instead: a file or a folder of *.txt / *.gz files, one sentence per
+                     line (lines longer than 50 words or 126 BPE pieces are cut into several samples)
+  --task-text N      the tasks' training sentences, without their labels, N times beside the text in the
+                     pretraining text (task-adaptive pretraining; never a dev or test sentence); 0: the text
+                     alone (default: 8)
   --sst2 DIR         SST-2 as train.tsv / dev.tsv (default: $FAIRSEQ_EXT_DATA/sst2 if there, else downloaded)
   --glue-dir DIR     GLUE data (the folder with MNLI/, QNLI/, ... as the GLUE download script leaves it)
   --glue-tasks "L"   tasks from --glue-dir to fine-tune on besides SST-2, e.g. "MNLI QNLI" (MNLI QNLI RTE MRPC QQP)
@@ -55,7 +58,7 @@ the report shows what pretraining added, mean +- spread over the seeds.
 EOF
 }
 
-OUT="" TEXT="" SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=3 SEEDS="" GRID="" TRAIN_EXTRA="" TINY=0
+OUT="" TEXT="" CORPUS=imdb SST2="" GLUE_DIR="" GLUE_TASKS="" ARCHS="" BUDGET="" EPOCHS=3 SEEDS="" GRID="" TRAIN_EXTRA="" TINY=0
 TASK_TEXT=8
 
 parse_args() {
@@ -63,6 +66,7 @@ parse_args() {
         case $1 in
             --out) need_value "$@"; OUT=$2; shift ;;
             --text) need_value "$@"; TEXT=$2; shift ;;
+            --corpus) need_value "$@"; CORPUS=$2; shift ;;
             --sst2) need_value "$@"; SST2=$2; shift ;;
             --glue-dir) need_value "$@"; GLUE_DIR=$2; shift ;;
             --glue-tasks) need_value "$@"; GLUE_TASKS=$2; shift ;;
@@ -86,10 +90,21 @@ parse_args() {
         ARCHS=${ARCHS:-d3_h256 d6_h256} BUDGET=${BUDGET:-0.067} GRID=${GRID:-tiny} OUT=${OUT:-$REPO/runs/roberta-tiny}
         SEEDS=${SEEDS:-2}
         MONO_ARGS=(--max-lines 3000 --vocab-size 1000) GLUE_ARGS=(--max-examples 256)
+        # 3,000 reviews would be some 30,000 sentences: 300 are about as many as the 3,000 lines of other text
+        if [[ -z $TEXT && $CORPUS == imdb ]]; then MONO_ARGS=(--max-lines 300 --vocab-size 1000); fi
     fi
     ARCHS=${ARCHS:-d3_h256 d6_h256 d3_h512} BUDGET=${BUDGET:-7} GRID=${GRID:-quick} SEEDS=${SEEDS:-3}
     OUT=${OUT:-$REPO/runs/roberta}
-    if [[ -z $TEXT && -d $SHARED_DATA/multi30k/mono ]]; then TEXT=$SHARED_DATA/multi30k/mono; fi
+    # The corpus: a local copy where there is one, else downloaded. Every 250th review is held out (some 3,000
+    # validation sentences, as many as the captions gave: fairseq validates every 100 updates on a CPU).
+    CORPUS_ARGS=()
+    if [[ -z $TEXT ]]; then
+        local copy=$SHARED_DATA/multi30k/mono
+        if [[ $CORPUS == imdb ]]; then copy=$SHARED_DATA/imdb CORPUS_ARGS=(--valid-every 250); fi
+        if ((TINY)) && [[ $CORPUS == imdb ]]; then CORPUS_ARGS=(--valid-every 50); fi
+        CORPUS_ARGS=(--corpus "$CORPUS" "${CORPUS_ARGS[@]}")
+        if [[ -d $copy ]]; then CORPUS_ARGS+=(--from "$copy"); fi
+    fi
     if [[ -z $SST2 && -f $SHARED_DATA/sst2/train.tsv ]]; then SST2=$SHARED_DATA/sst2; fi
     TASKS=(SST-2 $GLUE_TASKS)
 }
@@ -97,6 +112,7 @@ parse_args() {
 check_inputs() {
     check_tools fairseq-validate
     [[ -z $TEXT || -e $TEXT ]] || usage_error "--text $TEXT: no such file or folder"
+    [[ $CORPUS =~ ^(imdb|captions)$ ]] || usage_error "--corpus $CORPUS: expected imdb or captions"
     [[ -z $SST2 || -d $SST2 ]] || usage_error "--sst2 $SST2: no such folder"
     [[ $GRID =~ ^(full|quick|speed|tiny)$ ]] || usage_error "--grid $GRID: expected full, quick, speed or tiny"
     [[ $EPOCHS =~ ^[1-9][0-9]*$ ]] || usage_error "--epochs $EPOCHS: expected a whole number > 0"
@@ -134,7 +150,8 @@ prepare() {
         done
         add+=(--add-repeat "$TASK_TEXT")
     fi
-    "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${add[@]}" "${MONO_ARGS[@]}"
+    "$PY" "$REPO/scripts/prepare_mono.py" --out "$OUT/mono" ${TEXT:+--from "$TEXT"} "${CORPUS_ARGS[@]}" "${add[@]}" \
+        "${MONO_ARGS[@]}"
     for task in "${TASKS[@]}"; do
         from=$(task_source "$task")
         "$PY" "$REPO/scripts/prepare_glue.py" --task "$task" ${from:+--from "$from"} --spm "$OUT/mono/spm.model" \
@@ -249,7 +266,7 @@ main() {
     check_inputs
     detect_device
     settings_guard "$OUT" "tiny=$TINY" "archs=$ARCHS" "budget_min=$BUDGET" "epochs=$EPOCHS" "seeds=$SEEDS" \
-        "train_args=$TRAIN_EXTRA" "device=$DEVICE" "text=${TEXT:-download}" "task_text=$TASK_TEXT"
+        "train_args=$TRAIN_EXTRA" "device=$DEVICE" "text=${TEXT:-$CORPUS}" "task_text=$TASK_TEXT"
     local task
     step 1 5 "data: pretraining text and ${TASKS[*]}"
     prepare
