@@ -455,6 +455,18 @@ def test_the_report_answers_per_compressor_family_from_the_numbers(tmp_path):
     # The paper's comparison carries its test too: GPTQ 2-bit big (1.5 MB) against small dense (2 MB) under 2 MB.
     budgets = {row["budget_mb"]: row for row in json.loads((tmp_path / "report" / "budgets.json").read_text())}
     assert budgets[1.5]["dense_model"] == "none fits" and budgets[1.5]["difference"] == "-"
+    # The paper's question, every compressor together: the winner's size against the best other size that fits.
+    assert [budgets[b]["kind"] for b in (0.5, 1.5, 12.0)] == [
+        "the only size that fits, compressed", "larger model, compressed", "larger model, uncompressed"]
+    sizes = json.loads((tmp_path / "report" / "sizes.json").read_text())
+    assert sizes["lines"][0] == "0.5 MB: only small fits"
+    assert sizes["lines"][1] == ("1.5 MB: big 2-bit (GPTQ) 93.55 against small 4-bit (GPTQ) 36.79: the larger "
+                                 "model wins (p < 0.001)")
+    assert sizes["verdict"] == ("Train large, then compress? The larger model, compressed, beats the best smaller "
+                                "one under 2 of 2 budgets where two sizes fit, significantly (p < 0.05) under 2; "
+                                "the smaller model wins under 0.")
+    assert "## Train large, then compress? The larger model against the smaller one" in text
+    assert sizes["verdict"] in text
     for png in ("frontier_all.png", "frontier_paper.png", "frontier_calibrated.png"):
         assert f"]({png})" in text
 

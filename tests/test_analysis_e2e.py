@@ -153,10 +153,14 @@ def test_report_holds_tables_plots_and_the_budget_answers(report, compression_st
     assert "Device: cpu." in text
     assert "| large |" in text and "meta.json" in text and "train log (median train_inner wps)" in text
     budgets = json.loads((report / "budgets.json").read_text())
-    largest = max(r["params"] for r in sweep_records(compression_study))
-    for row in budgets:
-        assert row["kind"].startswith("largest model" if row["params"] == largest else "smaller model")
+    sizes = json.loads((report / "sizes.json").read_text())
+    for row, duel in zip(budgets, sizes["rows"], strict=True):
+        # The best config's size against the best config of another size under the same budget.
+        assert (row["budget_mb"], row["model"]) == (duel["budget_mb"], duel["model"])
+        assert row["kind"].startswith({None: "the only size that fits", True: "larger model",
+                                       False: "smaller model"}[duel["larger_wins"]])
         assert f"| {row['kind']} |" in text
+    assert sizes["verdict"] in text and len(sizes["lines"]) == len(budgets)
     assert "Significance: sacrebleu's paired bootstrap resampling (1,000 resamples)" in text
     # Per compressor family: each budget's winner against the best other size, tested, and the verdict.
     families = json.loads((report / "families.json").read_text())

@@ -14,7 +14,7 @@ from .best_size import best_size_lines, check_models, learned_markdown
 from .control import (control_markdown, control_rows, control_verdict, pretrained_seeds,
                       what_the_frontier_shows)
 from .convergence_files import write_convergence
-from .families import family_budget_rows, family_verdict
+from .families import family_budget_rows, family_verdict, size_line, size_rows, size_verdict
 from .frontier import pareto_frontier
 from .frontier_files import frontier_markdown, has_families, write_frontier
 from .plots import PlottingUnavailable, plot_speed
@@ -72,9 +72,14 @@ def write_report(run, out=None, metric="valid_loss", target=None, min_score=None
     if learned_records:
         tests = SignificanceTests(sweep)
         left_out = sorted(set(sweep_params) - learned)
-        budgets = budget_rows(learned_records, pareto_frontier(learned_records), tests)
+        sizes = size_rows(learned_records, budget_sizes(pareto_frontier(learned_records)), tests)
+        budgets = budget_rows(learned_records, sizes, tests)
         write_json(out / "budgets.json", budgets)
+        verdict = size_verdict(sizes)
+        write_json(out / "sizes.json", {"rows": sizes, "lines": [size_line(row) for row in sizes],
+                                        "verdict": verdict})
         sections.append(budget_section(budgets, learned_records, left_out))
+        sections.append(size_section(sizes, verdict, learned_records))
         if has_families(learned_records):
             rows = family_budget_rows(learned_records, [row["budget_mb"] for row in budgets], tests)
             verdict = family_verdict(rows)
@@ -239,16 +244,23 @@ def frontier_section(files, out):
     return "\n".join(lines)
 
 
-def budget_rows(records, frontier, tests):
-    """The best config under each of a few memory budgets: the sizes of the frontier's points; tests
-    (SignificanceTests) say whether its lead over the best uncompressed model that fits is significant."""
+def budget_sizes(frontier):
+    """The memory budgets the report asks about: the sizes of the frontier's points, at most MAX_BUDGETS of them,
+    evenly spread."""
     sizes = sorted({r["compressed_mb"] for r in frontier})
     if len(sizes) > MAX_BUDGETS:
         step = (len(sizes) - 1) / (MAX_BUDGETS - 1)
         sizes = [sizes[round(i * step)] for i in range(MAX_BUDGETS)]
-    params = [p for _, p in models_by_size(records)]
+    return sizes
+
+
+def budget_rows(records, size_duels, tests):
+    """The best config under each budget of size_duels (size_rows: the winner and the best config of another size
+    under each); tests (SignificanceTests) say whether its lead over the best uncompressed model that fits is
+    significant."""
     rows = []
-    for budget in sizes:
+    for duel in size_duels:
+        budget = duel["budget_mb"]
         selection = select(records, budget)
         best, dense = selection.best, selection.best_dense
         difference = tests.compare(best, dense) if dense and dense is not best else None
@@ -258,7 +270,7 @@ def budget_rows(records, frontier, tests):
             "params": best["params"],
             "compression": level_label(best),
             "value": best["value"],
-            "kind": size_kind(best, params),
+            "kind": size_kind(best, duel["other_params"]),
             "dense_model": dense["model"] if dense else "none fits",
             "dense_value": dense["value"] if dense else None,
             # How much better the best config is than the best dense model that fits (never negative: the best
@@ -271,12 +283,13 @@ def budget_rows(records, frontier, tests):
     return rows
 
 
-def size_kind(record, all_params):
-    """"largest model, compressed", "smaller model, uncompressed", ...: what the paper's claim is about."""
-    if len(set(all_params)) == 1:
-        size = "the only size swept"
+def size_kind(record, other_params):
+    """"larger model, compressed", "smaller model, uncompressed", ...: the best config against the best config of
+    another size that fits (other_params; None where no other size fits), what the paper's claim is about."""
+    if other_params is None:
+        size = "the only size that fits"
     else:
-        size = "largest model" if record["params"] == max(all_params) else "smaller model"
+        size = "larger model" if record["params"] > other_params else "smaller model"
     return f"{size}, {'uncompressed' if record['method'] == 'dense' else 'compressed'}"
 
 
@@ -298,11 +311,32 @@ def budget_section(rows, records, left_out=()):
     lines += ["", "The best model under each budget was:"]
     lines += [f"- {kind}: under {len(budgets)} of {len(rows)} budgets ({', '.join(budgets)} MB)"
               for kind, budgets in kinds.items()]
+    if all(row["dense_value"] is None for row in rows):
+        lines += ["", "No uncompressed model fits under any of these budgets: there is no dense model to compare "
+                      "the compressed ones with here. The next section asks the paper's question: larger model or "
+                      "smaller one, both compressed."]
     ties = [number_text(row["budget_mb"]) for row in rows if row["margin"] == 0]
     if ties:
         lines += ["", f"Under {', '.join(ties)} MB the best config only ties the best uncompressed model that fits "
                       f"(margin 0; ties go to the smaller config): compression bought nothing measurable there."]
     lines += ["", significance_note(metric)]
+    return "\n".join(lines)
+
+
+def size_section(rows, verdict, records):
+    """The paper's question under each budget, every compressor together: does the best config of the larger
+    model beat the best config of any smaller one that fits?"""
+    metric = records[0]["metric"]
+    lines = ["## Train large, then compress? The larger model against the smaller one under each budget", "",
+             "Under each budget above: the best config that fits and the best config of any other size that fits "
+             "(every compressor), and whether the winner's lead is significant.", "",
+             markdown_table([{**row, "larger_wins": {True: "yes", False: "no", None: "-"}[row["larger_wins"]]}
+                             for row in rows],
+                            ["budget_mb", "model", "compression", "value", "other_model", "other_compression",
+                             "other_value", "difference", "larger_wins"],
+                            ["budget MB", "best model", "compression", metric, "best other size",
+                             "its compression", f"its {metric}", "lead significant?", "larger model wins?"]),
+             "", f"**{verdict}**", "", "Significance as above."]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@
     summary.py OUT
 
 Reads what the recipe and `analyze.py report` left in OUT: train/*/meta.json, sweep.jsonl, report/budgets.json,
-report/control.json, report/families.json.
+report/control.json, report/families.json, report/sizes.json.
 """
 import json
 import sys
@@ -68,14 +68,15 @@ def main(out):
         budgets = json.loads(budgets_file.read_text())
         lines.append("best under each memory budget:")
         lines += [f"  {row['answer']}" for row in budgets]
-        kinds = {}
-        for row in budgets:
-            kinds.setdefault(row["kind"], []).append(row)
-        lines.append("so the best model under a budget was: " + "; ".join(
-            f"{kind} under {len(rows)} of {len(budgets)} budgets" for kind, rows in kinds.items()))
     families_file = out / "report" / "families.json"
     if families_file.is_file():  # the sweep had calibrated compressors beside the paper's
         lines.append(json.loads(families_file.read_text())["verdict"])
+    sizes_file = out / "report" / "sizes.json"
+    if sizes_file.is_file():  # the paper's question closes the summary
+        sizes = json.loads(sizes_file.read_text())
+        lines.append("the larger model against the smaller one under each budget (every compressor):")
+        lines += [f"  {line}" for line in sizes["lines"]]
+        lines.append(sizes["verdict"])
     print("\n".join(lines))
 
 
