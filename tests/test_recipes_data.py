@@ -12,8 +12,8 @@ from clitools import run
 from fairseq_ext import data_preparation
 from fairseq_ext.analysis.training_run import measure_run
 from fairseq_ext.data_preparation import (PrepareError, binarize, cut_words, document_sentences, encode_files,
-                                          encode_pairs, imdb_files, read_glue_tsv, sgml_segments, split_train_valid,
-                                          train_sentencepiece)
+                                          encode_pairs, imdb_files, imdb_task_examples, read_glue_tsv, sgml_segments,
+                                          split_train_valid, train_sentencepiece)
 
 
 def test_sst2_without_a_header_keeps_every_row(tmp_path):
@@ -225,3 +225,21 @@ def test_the_imdb_archive_becomes_a_review_per_line_and_pretraining_never_reads_
     proc = run(["scripts/prepare_mono.py", "--out", tmp_path / "mono", "--from", tmp_path / "raw", "--corpus", "imdb",
                 "--vocab-size", "100"], check=False)
     assert proc.returncode != 0 and "no train_neg.txt.gz in it" in proc.output
+
+
+def test_imdb_classification_trains_on_the_training_reviews_and_scores_on_test_reviews(tmp_path):
+    folder = tmp_path / "imdb"
+    folder.mkdir()
+    for split in ("train_pos", "train_neg", "test_pos", "test_neg"):
+        with gzip.open(folder / f"{split}.txt.gz", "wt") as f:
+            f.writelines(f"{split} review {i}.\n" for i in range(3))
+    examples = imdb_task_examples(folder, dev_per_class=2)
+    # Positive ("1") and negative ("0") interleaved; every training review, the first 2 test reviews of each class.
+    assert examples["train"][1][:3] == [(["train_pos review 0."], "1"), (["train_neg review 0."], "0"),
+                                        (["train_pos review 1."], "1")]
+    assert len(examples["train"][1]) == 6
+    assert examples["valid"][1] == [(["test_pos review 0."], "1"), (["test_neg review 0."], "0"),
+                                    (["test_pos review 1."], "1"), (["test_neg review 1."], "0")]
+    proc = run(["scripts/prepare_glue.py", "--task", "IMDB", "--from", folder, "--sentences", tmp_path / "s.txt"],
+               check=False)
+    assert proc.returncode == 2 and "--task IMDB: its training reviews are the imdb corpus" in proc.stderr
