@@ -12,14 +12,13 @@ from omegaconf import OmegaConf
 from clitools import REPO, run
 from fairseq_ext.compression import CompressionSpec, sparsity_at
 from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF
-from fairseq_ext.tasks.compression import compression_spec
-from fairseq_ext.tasks.compression_config import (
-    COMPRESSION_FIELDS,
+from fairseq_ext.tasks.compression_checks import (
     check_compression_config,
     compression_problems,
     refuse_calibration_in_training,
     unused_flags,
 )
+from fairseq_ext.tasks.compression_config import COMPRESSION_FIELDS, compression_spec
 from fairseq_ext.tasks.compression_overrides import dropped_compression_flags, dropped_flags_message
 
 FLAGS = ["--prune-sparsity", "--prune-scope", "--prune-embeddings", "--prune-method", "--prune-pattern",
@@ -131,7 +130,7 @@ def test_flags_that_cannot_act_are_named(flags, unused):
 
 
 def test_unused_flags_are_a_warning_not_an_error(caplog):
-    with caplog.at_level("WARNING", logger="fairseq_ext.tasks.compression_config"):
+    with caplog.at_level("WARNING", logger="fairseq_ext.tasks.compression_checks"):
         check_compression_config(config(quant_bits=4, quant_group_size=128, calib_samples=64))
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("--quant-group-size, --calib-samples have no effect: ")

@@ -32,7 +32,6 @@ from fairseq.logging import metrics
 from fairseq_ext.checkpoint_loading import take_packed_codes_header
 from fairseq_ext.compression import (
     CompressionSpec,
-    PruningSchedule,
     QuantizationAwareTraining,
     account,
     apply_masks,
@@ -41,54 +40,20 @@ from fairseq_ext.compression import (
     prunable_weights,
     quantizable_weights,
 )
-
 from fairseq_ext.compression.int4_state import load_int4_state
 from fairseq_ext.compression.meta_build import assign_meta_parameters, weights_on_meta
 from fairseq_ext.compression.runtime import return_large_frees_to_the_os, runtime_bytes
 
 from .calibration import compress_with_calibration
-from .compression_config import (
-    check_compression_config, compression_on, pruning_on, refuse_calibration_in_training, value,
+from .compression_checks import (
+    check_compression_config, check_packed_for_int4, refuse_calibration_in_training, refuse_in_training,
 )
-from .inference_speed import (
-    SPEED_FIELDS, apply_speed_flags, check_packed_for_int4, guard_cpu_fp32, int4_figures, refuse_in_training,
-)
+from .compression_config import compression_on, compression_spec, pruning_on, pruning_schedule, speed_flags, value
+from .inference_speed import apply_speed_flags, guard_cpu_fp32, int4_figures
 
 logger = logging.getLogger(__name__)
 
 MB = 1e6  # the core's reports count decimal megabytes
-
-
-def compression_spec(cfg, sparsity=None):
-    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training).
-    --quant-group-size reaches the spec only with --quant-granularity group: elsewhere it is an unused flag (a
-    warning, as for the other flags that cannot act), not an error."""
-    granularity = value(cfg, "quant_granularity")
-    return CompressionSpec(
-        sparsity=value(cfg, "prune_sparsity") if sparsity is None else sparsity,
-        scope=value(cfg, "prune_scope"),
-        prune_embeddings=bool(value(cfg, "prune_embeddings")),
-        bits=int(value(cfg, "quant_bits")),
-        scheme=value(cfg, "quant_scheme"),
-        granularity=granularity,
-        quantize_embeddings=not value(cfg, "quant_skip_embeddings"),
-        prune_method=value(cfg, "prune_method"),
-        prune_pattern=value(cfg, "prune_pattern"),
-        quant_method=value(cfg, "quant_method"),
-        group_size=value(cfg, "quant_group_size") if granularity == "group" else 0,
-    )
-
-
-def pruning_schedule(cfg):
-    """The core's schedule for a task config."""
-    return PruningSchedule(
-        schedule=value(cfg, "prune_schedule"),
-        target=value(cfg, "prune_sparsity"),
-        start=value(cfg, "prune_start_update"),
-        end=value(cfg, "prune_end_update"),
-        every=value(cfg, "prune_every"),
-        fraction=value(cfg, "prune_fraction"),
-    )
 
 
 def compressed_line_figures(report, model, spec=None, calibration=None):
@@ -117,8 +82,7 @@ class CompressionTaskMixin:
     """Put first among the bases of a stock task class; ``cfg`` must include CompressionConfig's fields."""
 
     def __init__(self, cfg, *args, **kwargs):
-        check_compression_config(cfg)  # before any data is read: bad flags fail at start-up
-        compression_spec(cfg).validate()
+        check_compression_config(cfg)  # before any data is read: bad flags fail at start-up (the spec's too)
         self._schedule = pruning_schedule(cfg) if pruning_on(cfg) else None
         super().__init__(cfg, *args, **kwargs)
         self._trained_model = None  # set in training mode only
@@ -146,7 +110,7 @@ class CompressionTaskMixin:
         if from_checkpoint:
             model.register_load_state_dict_post_hook(self._compress_loaded_model)
         else:
-            refuse_in_training({n: value(self.cfg, n) for n in SPEED_FIELDS})
+            refuse_in_training(speed_flags(self.cfg))
             refuse_calibration_in_training(self.cfg)
             self._trained_model = model
         return model
@@ -160,7 +124,7 @@ class CompressionTaskMixin:
             report = compress(model, spec)[0] if spec.enabled else account(model, spec)
         self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
         figures = compressed_line_figures(report, model, spec, calibration)
-        figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model, spec))  # after, in place
+        figures.update(apply_speed_flags(speed_flags(self.cfg), model, spec))  # after, in place
         figures["runtime_mb"] = round(runtime_bytes(model) / MB, 3)  # the weights as they run: float ones too
         logger.info("compressed %s", json.dumps(figures))
 
