@@ -41,6 +41,7 @@ from fairseq_ext.analysis.sweep_results import (
     COMPRESSOR_DEFAULTS, FULL_PRECISION_BITS, SPEED_DEFAULTS, append_record, compressors, config_key, config_slug,
     is_calibrated, level_label, load_records, record_method, speed_settings, write_atomically,
 )
+from fairseq_ext.compression.methods import DEFAULT_PRUNE_METHOD, DEFAULT_QUANT_METHOD, PRUNE_METHODS, QUANT_METHODS
 from fairseq_ext.measured_run import run_measured
 
 INT4_MAX_BITS = 4  # --int4-kernels runs 2..4-bit grids (fairseq_ext.compression.int4; not imported: no torch here)
@@ -50,7 +51,7 @@ BITS = [8, 6, 4, 3]
 
 
 def config(sparsity=0.0, bits=FULL_PRECISION_BITS, prune_heads=0.0, prune_ffn=0.0, int8=False,
-           prune_method="magnitude", quant_method="rtn"):
+           prune_method=DEFAULT_PRUNE_METHOD, quant_method=DEFAULT_QUANT_METHOD):
     """One compression config of a grid; the speed settings and the compressors only where they differ from the
     defaults, as in the sweep's records (so that the configs of older sweeps keep their keys)."""
     settings = {"prune_heads": prune_heads, "prune_ffn": prune_ffn, "int8": int8, "prune_method": prune_method,
@@ -61,8 +62,8 @@ def config(sparsity=0.0, bits=FULL_PRECISION_BITS, prune_heads=0.0, prune_ffn=0.
 
 def calibrated(sparsity=0.0, bits=FULL_PRECISION_BITS):
     """The calibrated counterpart of a config: SparseGPT for its pruning, GPTQ for its quantization."""
-    return config(sparsity, bits, prune_method="sparsegpt" if sparsity else "magnitude",
-                  quant_method="gptq" if bits < FULL_PRECISION_BITS else "rtn")
+    return config(sparsity, bits, prune_method=PRUNE_METHODS["sparsegpt"].name if sparsity else DEFAULT_PRUNE_METHOD,
+                  quant_method=QUANT_METHODS["gptq"].name if bits < FULL_PRECISION_BITS else DEFAULT_QUANT_METHOD)
 
 
 DENSE = config()

@@ -13,9 +13,22 @@ def module_name(path):
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported_modules(node, module, is_package, modules):
+def lazy_homes(paths):
+    """{package: {name: module}} of the packages whose names load lazily (a ``_HOMES`` table in their __init__)."""
+    homes = {}
+    for module, path in paths.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["_HOMES"]:
+                table = ast.literal_eval(node.value)
+                homes[module] = {name: f"{module}.{home}" for home, names in table.items() for name in names}
+    return homes
+
+
+def imported_modules(node, module, is_package, modules, homes):
     """The fairseq_ext modules that one import statement names (a name taken from a package counts as the module
-    of that name where there is one, else as the package)."""
+    of that name where there is one, or the module a lazy package loads it from, else as the package)."""
     if isinstance(node, ast.Import):
         return {alias.name for alias in node.names if alias.name in modules}
     base = node.module or ""
@@ -28,6 +41,8 @@ def imported_modules(node, module, is_package, modules):
     for alias in node.names:
         if f"{base}.{alias.name}" in modules:
             found.add(f"{base}.{alias.name}")
+        elif alias.name in homes.get(base, {}):
+            found.add(homes[base][alias.name])
         elif base in modules:
             found.add(base)
     return found
@@ -36,6 +51,7 @@ def imported_modules(node, module, is_package, modules):
 def import_graph():
     """(module -> modules it imports at load time, module -> modules it imports inside a function)."""
     paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    homes = lazy_homes(paths)
     at_load, in_functions = {}, {}
     for module, path in paths.items():
         tree = ast.parse(path.read_text())
@@ -46,7 +62,7 @@ def import_graph():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 inside = id(node) in nested
-                (in_functions if inside else at_load)[module] |= imported_modules(node, module, is_package, paths)
+                (in_functions if inside else at_load)[module] |= imported_modules(node, module, is_package, paths, homes)
     return at_load, in_functions
 
 
@@ -76,4 +92,5 @@ def test_no_import_inside_a_function_dodges_a_circle():
 def test_the_graph_sees_the_package():
     at_load, _ = import_graph()
     assert "fairseq_ext.tasks.compression_config" in at_load["fairseq_ext.tasks.compression_checks"]
-    assert "fairseq_ext.compression.spec" in at_load["fairseq_ext.tasks.compression_config"]
+    assert "fairseq_ext.compression.spec" in at_load["fairseq_ext.tasks.compression_config"]  # a lazy package's name
+    assert "fairseq_ext.compression.methods" in at_load["fairseq_ext.compression.spec"]

@@ -35,6 +35,11 @@ import os
 import re
 from pathlib import Path
 
+from fairseq_ext.compression.methods import (
+    CALIBRATED_METHODS, DEFAULT_PRUNE_METHOD, DEFAULT_QUANT_METHOD, PRUNE_METHODS, QUANT_METHODS,
+)
+from fairseq_ext.compression.methods import METHODS as COMPRESSORS
+
 from . import AnalysisError
 
 FIELDS = {
@@ -48,12 +53,9 @@ OPTIONAL_FIELDS = {
     "examples": int, "hypotheses": str, "references": str, "int4": bool, "runtime_mb": float, "peak_rss_mb": float,
 }
 SPEED_DEFAULTS = {"prune_heads": 0.0, "prune_ffn": 0.0, "int8": False, "int4": False}
-# The compressors (--prune-method, --quant-method) as a table or a plot names them; the first of each is the
-# paper's and the default, which a record leaves out.
-PRUNE_METHODS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-QUANT_METHODS = {"rtn": "RTN", "gptq": "GPTQ"}
-COMPRESSOR_DEFAULTS = {"prune_method": "magnitude", "quant_method": "rtn"}
-CALIBRATED_METHODS = ("wanda", "sparsegpt", "gptq")  # they need calibration samples (--calib-samples)
+# The compressors (--prune-method, --quant-method) come from the method table; the default of each (the paper's)
+# a record leaves out.
+COMPRESSOR_DEFAULTS = {"prune_method": DEFAULT_PRUNE_METHOD, "quant_method": DEFAULT_QUANT_METHOD}
 # Dense belongs to every family; the speed configs (structured pruning, int8 kernels) to none.
 FAMILIES = {
     "paper": "the paper's compressors (magnitude pruning, round-to-nearest quantization)",
@@ -124,7 +126,7 @@ def level_label(record):
     label = " + ".join(parts) or "dense"
     used = methods_in_use(record)
     if any(method not in COMPRESSOR_DEFAULTS.values() for method in used):
-        label += " (" + "+".join({**PRUNE_METHODS, **QUANT_METHODS}[method] for method in used) + ")"
+        label += " (" + "+".join(COMPRESSORS[method].display_name for method in used) + ")"
     return label
 
 

@@ -16,15 +16,8 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq_ext.compression import CompressionSpec, PruningSchedule
 from fairseq_ext.compression.int8 import ENGINE_CHOICES
 from fairseq_ext.compression.schedules import SCHEDULES
-from fairseq_ext.compression.spec import (
-    GRANULARITIES,
-    PRUNE_METHODS,
-    PRUNE_PATTERNS,
-    QUANT_METHODS,
-    QUANTIZED_BITS,
-    SCHEMES,
-    SCOPES,
-)
+from fairseq_ext.compression.methods import GRANULARITIES, PRUNE_METHODS, PRUNE_PATTERNS, QUANT_METHODS
+from fairseq_ext.compression.spec import QUANTIZED_BITS, SCHEMES, SCOPES
 
 SPEC = CompressionSpec()
 SCHEDULE = PruningSchedule()

@@ -27,8 +27,6 @@ from fairseq_ext.compression.int8 import (
 from fairseq_ext.compression.quantization import quantizable_weights
 from fairseq_ext.compression.structured import structured_prune
 
-from .compression_config import flag
-
 DEVICE_MESSAGE = ("{flag} runs its kernels on the CPU from a float32 model: add --cpu (when a GPU is visible) and drop "
                   "--fp16/--bf16")
 
