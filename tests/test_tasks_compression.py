@@ -14,6 +14,7 @@ from fairseq_ext.compression import CompressionSpec, sparsity_at
 from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF
 from fairseq_ext.tasks.compression_checks import (
     check_compression_config,
+    check_packed_file,
     compression_problems,
     refuse_calibration_in_training,
     unused_flags,
@@ -94,6 +95,7 @@ def config(**flags):
      ["--quant-granularity 'group' needs --quant-group-size >= 1, an integer (got -64)"]),
     ({"calib_samples": 0}, ["--calib-samples must be >= 1 (got 0)"]),
     ({"calib_subset": ""}, ["--calib-subset must name a data subset"]),
+    ({"calib_seed": -1}, ["--calib-seed must be an integer in [0, 2**32), numpy's seeds (got -1)"]),
 ])
 def test_each_contradiction_names_its_flags(flags, expected):
     problems = compression_problems(config(**flags))
@@ -112,6 +114,29 @@ def test_the_core_checks_the_spec_and_the_task_names_its_flags():
         "--prune-every must be >= 1 (got 0)",
         "--calib-samples must be >= 1 (got -1)",
     ]
+
+
+def test_a_calibration_subset_the_data_lacks_is_named_with_those_it_has(tmp_path):
+    for name in ("train.en-fr.en.bin", "valid.en-fr.fr.bin", "test.en-fr.en.idx", "dict.en.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "input0").mkdir()
+    (tmp_path / "input0" / "dev.bin").write_bytes(b"")  # sentence prediction keeps its inputs one folder down
+    gptq = dict(data=str(tmp_path), quant_bits=4, quant_method="gptq")
+    assert compression_problems(config(**gptq, calib_subset="nonexistent")) == [
+        "--calib-subset nonexistent: the data folder has no such subset; it has dev, train, valid"]
+    assert compression_problems(config(**gptq, calib_subset="valid")) == []
+    # Round-to-nearest reads no calibration data: the flag is unused (a warning), not wrong.
+    assert compression_problems(config(data=str(tmp_path), quant_bits=4, calib_subset="nonexistent")) == []
+
+
+def test_a_packed_file_refuses_flags_that_disagree_with_what_it_holds():
+    header = {"spec": CompressionSpec(sparsity=0.5, bits=4).to_dict()}
+    check_packed_file(header, CompressionSpec(), int4_kernels=False)  # no flags: the file's own figures
+    check_packed_file(header, CompressionSpec(sparsity=0.5, bits=4), int4_kernels=False)  # the file's flags
+    with pytest.raises(ValueError, match=r"^a packed file holds its weights compressed already; the compression "
+                                         r"flags ask for bits 8 \(the file: 4\): drop the --prune-\*/--quant-\* "
+                                         r"flags, or give the file's$"):
+        check_packed_file(header, CompressionSpec(sparsity=0.5, bits=8), int4_kernels=False)
 
 
 @pytest.mark.parametrize("flags, unused", [

@@ -6,6 +6,8 @@ flag spelling of each option (SPEC_OPTION_FIELDS); only what the core cannot kno
 data, speed flags, a packed file against the flags) is checked here.
 """
 import logging
+import os
+from pathlib import Path
 
 import torch
 
@@ -21,6 +23,8 @@ from .compression_config import (
 logger = logging.getLogger(__name__)
 
 INT4_BITS = tuple(b for b in QUANTIZED_BITS if b <= MAX_BITS)
+SEED_LIMIT = 2 ** 32  # numpy.random.RandomState takes seeds in [0, 2**32)
+
 
 def compression_problems(cfg):
     """Every contradiction among the flags, each naming the flag(s) and what is allowed; [] when consistent."""
@@ -50,10 +54,28 @@ def compression_problems(cfg):
                         f"(got --prune-schedule {schedule})")
     if not (isinstance(v["calib_samples"], int) and v["calib_samples"] >= 1):
         problems.append(f"--calib-samples must be >= 1 (got {v['calib_samples']})")
-    if not (isinstance(v["calib_subset"], str) and v["calib_subset"]):
-        problems.append(f"--calib-subset must name a data subset, e.g. train or valid (got {v['calib_subset']!r})")
+    seed = v["calib_seed"]
+    if not (isinstance(seed, int) and 0 <= seed < SEED_LIMIT):
+        problems.append(f"--calib-seed must be an integer in [0, 2**32), numpy's seeds (got {seed})")
+    subset = v["calib_subset"]
+    if not (isinstance(subset, str) and subset):
+        problems.append(f"--calib-subset must name a data subset, e.g. train or valid (got {subset!r})")
+    elif compression_spec(cfg).needs_calibration_data:
+        subsets = data_subsets(getattr(cfg, "data", None))
+        if subsets and subset not in subsets:
+            problems.append(f"--calib-subset {subset}: the data folder has no such subset; it has "
+                            f"{', '.join(subsets)}")
     problems += speed_problems(v)
     return problems
+
+
+def data_subsets(data):
+    """The subsets of a binarized fairseq data folder (``<subset>.*.bin`` files, or one folder down, as sentence
+    prediction keeps its inputs); () when ``data`` is no local folder, or holds no binarized files."""
+    root = Path(str(data or "").split(os.pathsep)[0])  # fairseq separates shards by ':' and reads the first
+    if not str(data or "") or not root.is_dir():
+        return ()
+    return tuple(sorted({path.name.split(".")[0] for path in (*root.glob("*.bin"), *root.glob("*/*.bin"))}))
 
 
 def refuse_calibration_in_training(cfg):
@@ -164,20 +186,24 @@ def refuse_in_training(v):
                          "fairseq-interactive, fairseq-validate), not in fairseq-train: drop them from this command")
 
 
-# What fixes the codes a packed file holds: flags that ask for other values cannot be honoured from its codes.
+# What fixes the weights a packed file holds: flags that ask for other values cannot be honoured from its contents.
 STORED_GRID = ("sparsity", "bits", "scheme", "granularity", "group_size")
 
 
-def check_packed_for_int4(header, flags_spec):
-    """ValueError unless a packed file (its header) can run on int4 kernels as the command line's flags ask: its
-    weights at 2..4 bits, and the compression flags, if any, those it was packed with."""
+def check_packed_file(header, flags_spec, int4_kernels):
+    """ValueError unless a packed file (its header) can run as the command line's flags ask: the compression flags,
+    if any, those it was packed with (its weights are compressed already), and with --int4-kernels its weights at
+    2..4 bits."""
     spec = CompressionSpec.from_dict(header["spec"])
-    if not (spec.quantizes and spec.bits <= MAX_BITS):
+    if int4_kernels and not (spec.quantizes and spec.bits <= MAX_BITS):
         raise ValueError(f"--int4-kernels runs weights quantized at 2..{MAX_BITS} bits; this packed file holds "
                          f"{spec.bits}-bit weights: use --int8-kernels, or pack it with --quant-bits 2..{MAX_BITS}")
     if flags_spec.enabled:
         differ = [f"{name} {getattr(flags_spec, name)} (the file: {getattr(spec, name)})" for name in STORED_GRID
                   if getattr(flags_spec, name) != getattr(spec, name)]
-        if differ:
+        if differ and int4_kernels:
             raise ValueError("--int4-kernels runs a packed file's own codes; the compression flags ask for "
+                             + ", ".join(differ) + ": drop the --prune-*/--quant-* flags, or give the file's")
+        if differ:
+            raise ValueError("a packed file holds its weights compressed already; the compression flags ask for "
                              + ", ".join(differ) + ": drop the --prune-*/--quant-* flags, or give the file's")
