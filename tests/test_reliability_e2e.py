@@ -112,15 +112,23 @@ def test_bad_input_gets_one_clear_error_at_start_up_and_a_packed_file_reports_wh
     compressed = [GENERATE[0], multi30k_2k / "bin", *GENERATE[1:], "--task", "compressed_translation"]
     checkpoint = tiny_mt_checkpoint[0] / "checkpoint_last.pt"
     gptq = ["--path", checkpoint, "--quant-bits", "4", "--quant-method", "gptq"]
-    as_packed, as_8_bits, seed, subset, broken = parallel(
+    state = torch.load(checkpoint, map_location="cpu")
+    state["model"]["decoder.layers.0.fc1.weight"][3, 5] = float("nan")
+    nan_checkpoint = tmp_path / "nan.pt"
+    torch.save(state, nan_checkpoint)
+    group_7 = ["--path", checkpoint, "--quant-bits", "4", "--quant-granularity", "group", "--quant-group-size", "7"]
+    as_packed, as_8_bits, seed, subset, broken, groups, nan = parallel(
         lambda: run([*compressed, "--path", packed]),
         lambda: run([*compressed, "--path", packed, "--quant-bits", "8"], check=False),
         lambda: run([*compressed, *gptq, "--calib-seed", "-1"], check=False),
         lambda: run([*compressed, *gptq, "--calib-subset", "nonexistent"], check=False),
-        lambda: run([GENERATE[0], multi30k_2k / "bin", *GENERATE[1:], "--path", damaged], check=False))
+        lambda: run([GENERATE[0], multi30k_2k / "bin", *GENERATE[1:], "--path", damaged], check=False),
+        lambda: run([*compressed, *group_7], check=False),
+        lambda: run([*compressed, "--path", nan_checkpoint, "--prune-sparsity", "0.5", "--prune-method", "sparsegpt",
+                     "--calib-samples", "16"], check=False))
     figures = compressed_summary(as_packed.output)
     assert figures["sparsity"] == pytest.approx(0.5, abs=0.01) and figures["bits"] == 4 and figures["ratio"] > 2, figures
-    for proc in (as_8_bits, seed, subset, broken):
+    for proc in (as_8_bits, seed, subset, broken, groups, nan):
         assert proc.returncode == 1 and "Traceback" not in proc.output, proc.output[-3000:]
         assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in proc.output
     assert one_error(as_8_bits.output) == (
@@ -129,6 +137,14 @@ def test_bad_input_gets_one_clear_error_at_start_up_and_a_packed_file_reports_wh
     assert "--calib-seed must be an integer in [0, 2**32), numpy's seeds (got -1)" in seed.output
     assert "--calib-subset nonexistent: the data folder has no such subset; it has test, train, valid" in subset.output
     assert all("loading model" not in proc.output for proc in (seed, subset))  # refused before the model loads
+    assert re.fullmatch(r"ValueError: --quant-group-size 7 does not divide the width of (\d+) of the \1 quantized "
+                        r"matrices \(e\.g\. \S+, (64|128) columns\); the sizes that divide every width: 1, 2, 4, 8, "
+                        r"16, 32, 64", one_error(groups.output)), groups.output[-3000:]
+    fc1 = state["model"]["decoder.layers.0.fc1.weight"]
+    assert one_error(nan.output) == (
+        f"ValueError: the checkpoint's weights hold NaN or infinite values: decoder.layers.0.fc1.weight (1 of "
+        f"{fc1.numel()} entries); the checkpoint is damaged or was saved after training diverged: load another one "
+        "(compression cannot repair it)")
     assert one_error(broken.output) == (
         f"ValueError: cannot read checkpoint {damaged} ({len(data)} bytes): it is truncated or not a torch checkpoint "
         "(it holds a packed file's header, but its first bytes are not b'FSEXTCMP': a damaged .fxc file)")

@@ -1,6 +1,7 @@
 """The compressed_* tasks in process (seconds): flags, start-up checks, the training hooks, the validate guard."""
 import argparse
 import copy
+import re
 
 import pytest
 import torch
@@ -208,6 +209,14 @@ def tiny_task_and_model(from_checkpoint=False, **flags):
     task = TASK_REGISTRY["compressed_translation"](cfg, d, d)
     torch.manual_seed(0)
     return task, task.build_model(argparse.Namespace(**TINY_MODEL), from_checkpoint=from_checkpoint)
+
+
+def test_a_group_size_that_does_not_tile_every_width_is_one_line_naming_the_sizes_that_do():
+    with pytest.raises(ValueError) as error:  # widths 16 and 32: every matrix misfits
+        tiny_task_and_model(from_checkpoint=True, quant_bits=4, quant_granularity="group", quant_group_size=7)
+    assert re.fullmatch(r"--quant-group-size 7 does not divide the width of (\d+) of the \1 quantized matrices "
+                        r"\(e\.g\. \S+, (16|32) columns\); the sizes that divide every width: 1, 2, 4, 8, 16",
+                        str(error.value)), str(error.value)
 
 
 class NoisyOptimizer:

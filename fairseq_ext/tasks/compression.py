@@ -48,7 +48,8 @@ from fairseq_ext.compression.runtime import return_large_frees_to_the_os, runtim
 
 from .calibration import compress_with_calibration
 from .compression_checks import (
-    check_compression_config, check_packed_file, refuse_calibration_in_training, refuse_in_training,
+    check_compression_config, check_finite_weights, check_group_size_fits, check_packed_file,
+    refuse_calibration_in_training, refuse_in_training,
 )
 from .compression_config import compression_on, compression_spec, pruning_on, pruning_schedule, speed_flags, value
 from .inference_speed import apply_speed_flags, guard_cpu_fp32, int4_figures
@@ -110,6 +111,7 @@ class CompressionTaskMixin:
                 model.register_load_state_dict_pre_hook(functools.partial(self._build_int4_from_codes, header))
                 return model
             model.register_load_state_dict_pre_hook(_take_checkpoint_tensors)
+        check_group_size_fits(self.cfg, model)
         if from_checkpoint:
             model.register_load_state_dict_post_hook(functools.partial(self._compress_loaded_model, header))
         else:
@@ -125,6 +127,8 @@ class CompressionTaskMixin:
             spec = CompressionSpec.from_dict(header["spec"])
             figures = self._packed_figures(header, model)
         else:
+            if spec.enabled:
+                check_finite_weights(model)
             if spec.calibrated:
                 report, _, calibration = compress_with_calibration(self, model, spec, self.cfg)
             else:

@@ -13,7 +13,9 @@ import torch
 
 from fairseq_ext.compression.int4 import KERNEL_GROUP_SIZES, MAX_BITS, int4_kernel_problem
 from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
+from fairseq_ext.compression.quantization import group_sizes_that_fit, quantizable_weights
 from fairseq_ext.compression.spec import QUANTIZED_BITS, CompressionSpec
+from fairseq_ext.compression.tensors import nonfinite_tensors
 
 from .compression_config import (
     COMPRESSION_FIELDS, DEFAULTS, SPEC_OPTION_FIELDS, calibration_on, compression_spec, flag, pruning_on,
@@ -76,6 +78,32 @@ def data_subsets(data):
     if not str(data or "") or not root.is_dir():
         return ()
     return tuple(sorted({path.name.split(".")[0] for path in (*root.glob("*.bin"), *root.glob("*/*.bin"))}))
+
+
+def check_group_size_fits(cfg, model):
+    """ValueError unless --quant-group-size tiles the rows of every matrix the flags quantize in this model (known
+    once it is built, before its weights load): one line, naming the sizes that would."""
+    spec = compression_spec(cfg)
+    if not (spec.quantizes and spec.granularity == "group" and spec.group_size > 0):
+        return
+    widths = {name: weight.shape[-1] for name, weight in quantizable_weights(model, spec.quantize_embeddings).items()}
+    misfits = [name for name, width in widths.items() if width % spec.group_size]
+    if misfits:
+        raise ValueError(
+            f"--quant-group-size {spec.group_size} does not divide the width of {len(misfits)} of the {len(widths)} "
+            f"quantized matrices (e.g. {misfits[0]}, {widths[misfits[0]]} columns); the sizes that divide every "
+            f"width: {', '.join(map(str, group_sizes_that_fit(widths.values())))}")
+
+
+def check_finite_weights(model):
+    """ValueError naming every weight of a loaded checkpoint that holds NaN or infinite values: no compressor can
+    make sense of them, and the fault is the checkpoint's (damaged, or saved after training diverged)."""
+    bad = nonfinite_tensors(dict(model.named_parameters()))
+    if bad:
+        named = ", ".join(f"{name} ({count} of {model.get_parameter(name).numel()} entries)"
+                          for name, count in bad.items())
+        raise ValueError(f"the checkpoint's weights hold NaN or infinite values: {named}; the checkpoint is damaged "
+                         "or was saved after training diverged: load another one (compression cannot repair it)")
 
 
 def refuse_calibration_in_training(cfg):
