@@ -29,8 +29,8 @@ from torch import nn
 
 from .accounting import CompressionReport, compress
 from .gptq import DAMPING, Grid, solve_
-from .int8 import disable_attention_fast_path
 from .methods import PRUNE_METHODS, QUANT_METHODS
+from .module_surgery import disable_attention_fast_path
 from .pruning import magnitude_masks, n_of_m_keep, prunable_weights
 from .quantization import quantizable_weights
 from .spec import CompressionSpec
