@@ -13,6 +13,7 @@ import torch
 
 from fairseq_ext.compression.int4 import KERNEL_GROUP_SIZES, MAX_BITS, int4_kernel_problem
 from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
+from fairseq_ext.compression.methods import PRUNE_METHODS, QUANT_METHODS
 from fairseq_ext.compression.quantization import group_sizes_that_fit, quantizable_weights
 from fairseq_ext.compression.spec import QUANTIZED_BITS, CompressionSpec
 from fairseq_ext.compression.tensors import nonfinite_tensors
@@ -183,6 +184,11 @@ def unused_flags(cfg):
     return unused
 
 
+def fitted_names(methods):
+    """The calibrated methods of a table, as a flag's values read: "wanda|sparsegpt"."""
+    return "|".join(name for name, method in methods.items() if method.calibrated)
+
+
 def check_compression_config(cfg):
     """Raise one ValueError listing every problem; warn (never ignore silently) about flags that cannot act."""
     problems = compression_problems(cfg)
@@ -198,8 +204,8 @@ def check_compression_config(cfg):
             ", ".join(flag(n) for n in unused), "ve" if len(unused) > 1 else "s",
             "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8, "
             "--quant-group-size only with --quant-granularity group, --calib-* flags only with a calibrated method "
-            "(--prune-method wanda|sparsegpt, --prune-pattern 2:4, --quant-method gptq), --int8-engine only with "
-            "--int8-kernels",
+            f"(--prune-method {fitted_names(PRUNE_METHODS)}, --prune-pattern 2:4, --quant-method "
+            f"{fitted_names(QUANT_METHODS)}), --int8-engine only with --int8-kernels",
         )
 
 
