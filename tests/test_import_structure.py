@@ -62,7 +62,8 @@ def import_graph():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 inside = id(node) in nested
-                (in_functions if inside else at_load)[module] |= imported_modules(node, module, is_package, paths, homes)
+                targets = imported_modules(node, module, is_package, paths, homes)
+                (in_functions if inside else at_load)[module] |= targets
     return at_load, in_functions
 
 

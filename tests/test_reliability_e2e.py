@@ -127,7 +127,8 @@ def test_bad_input_gets_one_clear_error_at_start_up_and_a_packed_file_reports_wh
         lambda: run([*compressed, "--path", nan_checkpoint, "--prune-sparsity", "0.5", "--prune-method", "sparsegpt",
                      "--calib-samples", "16"], check=False))
     figures = compressed_summary(as_packed.output)
-    assert figures["sparsity"] == pytest.approx(0.5, abs=0.01) and figures["bits"] == 4 and figures["ratio"] > 2, figures
+    assert figures["sparsity"] == pytest.approx(0.5, abs=0.01) and figures["bits"] == 4, figures
+    assert figures["ratio"] > 2, figures  # not the float model's 1.0
     for proc in (as_8_bits, seed, subset, broken, groups, nan):
         assert proc.returncode == 1 and "Traceback" not in proc.output, proc.output[-3000:]
         assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in proc.output

@@ -7,8 +7,8 @@ algorithm stays in its own file; a row names the function that applies it by its
 
 A pruning method's function decides how the calibrated compressor prunes one weight: given the weight, its inputs'
 second moments, the sparsity, the n:m pattern (or None) and the magnitude keep mask (or None), it returns the
-gptq.Pruning that the solver runs. A quantization method's function is the whole-tensor quantizer (round-to-nearest) or the column solver
-(GPTQ) that compresses the weight onto its grid.
+gptq.Pruning that the solver runs. A quantization method's function is the whole-tensor quantizer
+(round-to-nearest) or the column solver (GPTQ) that compresses a weight onto its grid.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ PRUNE_METHODS = {
     method.name: method for method in (
         Method("prune", "magnitude", "magnitude", "magnitude", False, PRUNE_PATTERNS, (),
                "fairseq_ext.compression.gptq:fixed_mask_pruning"),
-        Method("prune", "wanda", "Wanda", "wanda", True, PRUNE_PATTERNS, (), "fairseq_ext.compression.wanda:wanda_pruning"),
+        Method("prune", "wanda", "Wanda", "wanda", True, PRUNE_PATTERNS, (),
+               "fairseq_ext.compression.wanda:wanda_pruning"),
         Method("prune", "sparsegpt", "SparseGPT", "sparsegpt", True, PRUNE_PATTERNS, (),
                "fairseq_ext.compression.gptq:sparsegpt_pruning"),
     )
