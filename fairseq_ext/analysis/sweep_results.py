@@ -35,6 +35,7 @@ import os
 import re
 from pathlib import Path
 
+from fairseq_ext.compression.atomic_files import write_atomically as write_bytes_atomically
 from fairseq_ext.compression.methods import (
     CALIBRATED_METHODS, DEFAULT_PRUNE_METHOD, DEFAULT_QUANT_METHOD, PRUNE_METHODS, QUANT_METHODS,
 )
@@ -202,15 +203,9 @@ def read_sweep(path, *, option="--sweep"):
 
 
 def write_atomically(path, text):
-    """The file is written next to its place (under a name of this process's) and renamed over it: a reader, or a
-    process killed mid-write, never sees half of it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    """The text file written atomically (fairseq_ext.compression.atomic_files): a reader, or a process killed
+    mid-write, never sees half of it."""
+    write_bytes_atomically(path, [text.encode("utf-8")])
 
 
 def append_record(path, record):
