@@ -183,6 +183,29 @@ def imdb_files(splits, source=None, dest=None):
     return paths
 
 
+def imdb_examples(files, split, per_class=0):
+    """([review], label) of an IMDB split ("train" or "test"; files as imdb_files gives them), label "1" for a
+    positive review and "0" for a negative one, the two classes interleaved; per_class > 0 keeps the first
+    per_class of each."""
+    classes = []
+    for label, polarity in (("1", "pos"), ("0", "neg")):
+        with open_text(files[f"{split}_{polarity}"]) as f:
+            reviews = [line.strip() for line in itertools.islice(f, per_class or None)]
+        classes.append([([review], label) for review in reviews])
+    return [example for pair in itertools.zip_longest(*classes) for example in pair if example is not None]
+
+
+IMDB_DEV_PER_CLASS = 1000  # 2,000 test reviews: enough to tell models apart, few enough to score every sweep config
+
+
+def imdb_task_examples(source=None, dest=None, dev_per_class=IMDB_DEV_PER_CLASS):
+    """IMDB review classification as {"train": (where, examples), "valid": (where, examples)}: every training
+    review, and the first dev_per_class positive and negative test reviews (imdb_files: source or dest)."""
+    files = imdb_files(("train_pos", "train_neg", "test_pos", "test_neg"), source, dest)
+    return {"train": (files["train_pos"].parent, imdb_examples(files, "train")),
+            "valid": (files["test_pos"].parent, imdb_examples(files, "test", dev_per_class))}
+
+
 # --- sentencepiece -----------------------------------------------------------------------------------------------
 
 

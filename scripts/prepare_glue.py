@@ -16,12 +16,19 @@ sentence_prediction task reads them (input1 only for sentence-pair tasks). The d
 
 --sentences FILE writes the training split's sentences, one per line and without their labels (both sentences of
 a pair task), and nothing else: unlabeled in-domain text for task-adaptive pretraining, before there is a BPE.
+
+    python scripts/prepare_glue.py --task IMDB --from ../shared/data/imdb --spm ... --dict ... --out .../IMDB
+
+IMDB is the review classification of the Large Movie Review Dataset (Maas et al., 2011), not a GLUE task: trained on
+its 25,000 training reviews, scored on the first 1,000 positive and 1,000 negative test reviews
+(the test reviews are never in the pretraining text). --from is a folder of train_pos.txt.gz, train_neg.txt.gz,
+test_pos.txt.gz and test_neg.txt.gz, a review per line; without it the archive is downloaded (sha256-checked).
 """
 import argparse
 from pathlib import Path
 
 from fairseq_ext.data_preparation import (GLUE_TASKS, PrepareError, already_prepared, binarize, download_checked,
-                                          not_a_folder, parse_args, read_glue_tsv, run)
+                                          imdb_task_examples, not_a_folder, parse_args, read_glue_tsv, run)
 
 SST2_MIRROR = "https://raw.githubusercontent.com/clairett/pytorch-sentiment-classification/master/data/SST2"
 SST2_SHA256 = {
@@ -71,23 +78,31 @@ def write_sentences(task, path, source=None, mirror=SST2_MIRROR, max_examples=0)
     return path
 
 
-def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST2_MIRROR, max_examples=0):
-    out = Path(out)
-    bin_dir = out / "bin"
-    if already_prepared(bin_dir, Path("label", "dict.txt")):
-        return bin_dir
+def task_examples(task, out, source, mirror):
+    """{"train": (where, examples), "valid": (where, examples)}: the task's training and dev examples."""
+    if task == "IMDB":
+        return imdb_task_examples(source, out / "raw")
     source = task_source(task, out, source, mirror)
     dev_name = GLUE_TASKS[task][2]
     missing = [n for n in ("train.tsv", dev_name) if not (source / n).is_file()]
     if missing:
         raise PrepareError(f"--from {source}: missing {', '.join(missing)} (the GLUE {task} files)")
+    return {split: (source / name, read_glue_tsv(source / name, task))
+            for split, name in (("train", "train.tsv"), ("valid", dev_name))}
+
+
+def prepare(task, out, spm_model, dictionary, source=None, workers=2, mirror=SST2_MIRROR, max_examples=0):
+    out = Path(out)
+    bin_dir = out / "bin"
+    if already_prepared(bin_dir, Path("label", "dict.txt")):
+        return bin_dir
     bpe_dir = out / "bpe"
     bpe_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split, name in (("train", "train.tsv"), ("valid", dev_name)):
-        examples = read_glue_tsv(source / name, task)[: max_examples or None]
+    for split, (where, examples) in task_examples(task, out, source, mirror).items():
+        examples = examples[: max_examples or None]
         if not examples:
-            raise PrepareError(f"{source / name}: no examples")
+            raise PrepareError(f"{where}: no examples")
         inputs = write_split(examples, spm_model, bpe_dir, split)
         counts[split] = len(examples)
     binarize_fields(bpe_dir, bin_dir, dictionary, inputs, workers)
@@ -109,13 +124,15 @@ def option_problems(args):
             not_a_folder(args.source),
             f"--max-examples {args.max_examples}: expected a whole number >= 0 (0 = all)"
             if args.max_examples < 0 else None,
-            f"--task {args.task}: give its GLUE files with --from DIR (only SST-2 is downloaded)"
-            if args.source is None and args.task != "SST-2" else None]
+            f"--task {args.task}: give its GLUE files with --from DIR (only SST-2 and IMDB are downloaded)"
+            if args.source is None and args.task not in ("SST-2", "IMDB") else None,
+            "--task IMDB: its training reviews are the imdb corpus of prepare_mono.py, not --sentences"
+            if args.sentences and args.task == "IMDB" else None]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=GLUE_TASKS, help="the GLUE task")
+    parser.add_argument("--task", required=True, choices=[*GLUE_TASKS, "IMDB"], help="the GLUE task, or IMDB")
     parser.add_argument("--out", help="output folder")
     parser.add_argument("--from", dest="source", help="the task's folder of GLUE tsv files (default, SST-2 only: "
                         "download the sentence<TAB>label files)")

@@ -130,10 +130,11 @@ def test_roberta_tiny_pretrains_finetunes_and_sweeps(tmp_path):
     out = tmp_path / "run"
     output = recipe_on_cpu("roberta", "--tiny", "--out", out).output
     assert "SST-2: 256 training and 256 dev examples, 2 classes" in output  # the tiny mode's slice of SST-2
-    # Task-adaptive pretraining: the 3,000 lines of text, then SST-2's 256 training sentences without labels, their
-    # 251 training lines 8 times (--task-text), the 5 held out once.
+    # Task-adaptive pretraining: the first 300 IMDB training reviews in sentences (every 50th review held out whole:
+    # 3,390 training and 40 validation sentences), then SST-2's 256 training sentences without labels, their 251
+    # training lines 8 times (--task-text), the 5 held out once.
     assert "SST-2: 256 training examples' sentences, without labels" in output
-    assert "prepare: 4,948 training and 65 validation lines" in output
+    assert "prepare: 5,398 training and 45 validation lines" in output
     check_trained(out, ["d3_h256", "d6_h256"])
     pretrained = {size: json.loads((out / "train" / size / "meta.json").read_text()) for size in ("d3_h256", "d6_h256")}
     # Masked tokens predicted right, the loss on the masked text tokens, and the text's unigram entropy (the 1k BPE).

@@ -1,15 +1,19 @@
 """The recipes' data readers, in-process and in milliseconds: GLUE/SST-2 files, WMT SGML, the WMT cleaning rule,
 held-out lines of the monolingual text, the shared sentencepiece and binarize steps of the prepare scripts, and
 the train log measurements that go into meta.json. Also one prepare script's option checks, as a user meets them."""
+import gzip
+import io
 import json
+import tarfile
 
 import pytest
 
 from clitools import run
 from fairseq_ext import data_preparation
 from fairseq_ext.analysis.training_run import measure_run
-from fairseq_ext.data_preparation import (PrepareError, binarize, encode_files, encode_pairs, read_glue_tsv,
-                                          sgml_segments, split_train_valid, train_sentencepiece)
+from fairseq_ext.data_preparation import (PrepareError, binarize, cut_words, document_sentences, encode_files,
+                                          encode_pairs, imdb_files, imdb_task_examples, read_glue_tsv, sgml_segments,
+                                          split_train_valid, train_sentencepiece)
 
 
 def test_sst2_without_a_header_keeps_every_row(tmp_path):
@@ -114,6 +118,13 @@ def test_a_bpe_without_specials_encodes_line_for_line(tmp_path):
     encode_files(tmp_path / "spm.model", [(tmp_path / "in.txt", tmp_path / "out.txt")])
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert lines[1] == "" and [sp.decode(line.split()) for line in lines] == ["lowest newer", "", "wide show"]
+    # With max_pieces a longer line becomes several, none longer: no sample outgrows a model's positions.
+    (tmp_path / "long.txt").write_text(" ".join(["lowest newer widest"] * 10) + "\nshow\n")
+    encode_files(tmp_path / "spm.model", [(tmp_path / "long.txt", tmp_path / "long.bpe")], max_pieces=7)
+    pieces = [line.split() for line in (tmp_path / "long.bpe").read_text().splitlines()]
+    whole = sp.encode(" ".join(["lowest newer widest"] * 10), out_type=str)
+    assert [p for line in pieces[:-1] for p in line] == whole and pieces[-1] == sp.encode("show", out_type=str)
+    assert max(len(line) for line in pieces) == 7 and len(pieces) == -(-len(whole) // 7) + 1
 
 
 def test_binarize_shows_the_folder_only_once_every_run_succeeded(tmp_path, monkeypatch):
@@ -159,3 +170,76 @@ def test_a_model_too_slow_to_log_a_rate_still_gets_one(tmp_path):
              "train_wall": "112"}
     (tmp_path / "train.log").write_text(json.dumps(epoch) + "\n")
     assert measure_run(tmp_path, "arch", 15, "cpu")["words_per_s"] == pytest.approx(3823 / 35)
+
+
+def test_a_review_becomes_its_sentences_each_cut_to_the_word_limit():
+    review = 'I loved it. "Great!" she said. It ran 3 hours (too long). 2 stars... Or not?  Yes ' + "w " * 9
+    assert document_sentences(review, max_words=5) == [
+        "I loved it.", '"Great!" she said.', "It ran 3 hours (too", "long).", "2 stars...", "Or not?",
+        "Yes w w w w", "w w w w w"]
+    assert cut_words("a b c", 5) == ["a b c"] and cut_words("a b c d", 2) == ["a b", "c d"]
+
+
+def test_a_held_out_review_is_held_out_whole(tmp_path):
+    (tmp_path / "reviews.txt").write_text("".join(f"Review {i} starts. It ends {i}.\n" for i in range(1, 7)))
+    (tmp_path / "task.txt").write_text("task 1\ntask 2\n")
+    split_train_valid([tmp_path / "reviews.txt"], tmp_path / "out", valid_every=3, max_lines=0,
+                      added=[tmp_path / "task.txt"], samples=lambda line: document_sentences(line, 50))
+    valid = (tmp_path / "out" / "valid.txt").read_text().splitlines()
+    assert valid == ["Review 3 starts.", "It ends 3.", "Review 6 starts.", "It ends 6."]
+    train = (tmp_path / "out" / "train.txt").read_text().splitlines()
+    # Reviews 1, 2, 4 and 5 in two sentences each; the added lines (7th and 8th) stay one sample a line.
+    assert train[:2] == ["Review 1 starts.", "It ends 1."] and len(train) == 8 + 2
+    assert train[-2:] == ["task 1", "task 2"]
+
+
+def imdb_archive(path):
+    """A tiny aclImdb_v1.tar.gz in the real archive's layout."""
+    members = {"aclImdb/train/unsup/10_0.txt": "Tenth.<br /><br />Second   line.", "aclImdb/train/unsup/9_0.txt": "Ninth.",
+               "aclImdb/train/pos/0_9.txt": "Good.", "aclImdb/train/neg/0_1.txt": "Bad.",
+               "aclImdb/test/pos/0_10.txt": "Test good.", "aclImdb/test/neg/0_2.txt": "Test bad.",
+               "aclImdb/train/labeledBow.feat": "0 0:1"}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+
+
+def test_the_imdb_archive_becomes_a_review_per_line_and_pretraining_never_reads_its_test_reviews(tmp_path,
+                                                                                                  monkeypatch):
+    imdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    monkeypatch.setattr(data_preparation, "IMDB_URL", (tmp_path / "aclImdb_v1.tar.gz").as_uri())
+    monkeypatch.setattr(data_preparation, "IMDB_SHA256", data_preparation.sha256(tmp_path / "aclImdb_v1.tar.gz"))
+    files = imdb_files(["train_unsup", "train_pos", "test_neg"], dest=tmp_path / "raw")
+    read = {split: gzip.open(path, "rt").read() for split, path in files.items()}
+    # One review a line, in the order of their ids, HTML line breaks and runs of spaces made single spaces.
+    assert read == {"train_unsup": "Ninth.\nTenth. Second line.\n", "train_pos": "Good.\n", "test_neg": "Test bad.\n"}
+    # A corrupt archive is refused, with what to give instead.
+    monkeypatch.setattr(data_preparation, "IMDB_SHA256", "0" * 64)
+    with pytest.raises(PrepareError, match="sha256 mismatch .* give --from DIR"):
+        imdb_files(["train_neg"], dest=tmp_path / "raw2")
+    # A local copy in that layout is read as it is; what is missing is named.
+    with pytest.raises(PrepareError, match="no train_neg.txt.gz in it"):
+        imdb_files(["train_unsup", "train_neg"], source=tmp_path / "raw")
+    proc = run(["scripts/prepare_mono.py", "--out", tmp_path / "mono", "--from", tmp_path / "raw", "--corpus", "imdb",
+                "--vocab-size", "100"], check=False)
+    assert proc.returncode != 0 and "no train_neg.txt.gz in it" in proc.output
+
+
+def test_imdb_classification_trains_on_the_training_reviews_and_scores_on_test_reviews(tmp_path):
+    folder = tmp_path / "imdb"
+    folder.mkdir()
+    for split in ("train_pos", "train_neg", "test_pos", "test_neg"):
+        with gzip.open(folder / f"{split}.txt.gz", "wt") as f:
+            f.writelines(f"{split} review {i}.\n" for i in range(3))
+    examples = imdb_task_examples(folder, dev_per_class=2)
+    # Positive ("1") and negative ("0") interleaved; every training review, the first 2 test reviews of each class.
+    assert examples["train"][1][:3] == [(["train_pos review 0."], "1"), (["train_neg review 0."], "0"),
+                                        (["train_pos review 1."], "1")]
+    assert len(examples["train"][1]) == 6
+    assert examples["valid"][1] == [(["test_pos review 0."], "1"), (["test_neg review 0."], "0"),
+                                    (["test_pos review 1."], "1"), (["test_neg review 1."], "0")]
+    proc = run(["scripts/prepare_glue.py", "--task", "IMDB", "--from", folder, "--sentences", tmp_path / "s.txt"],
+               check=False)
+    assert proc.returncode == 2 and "--task IMDB: its training reviews are the imdb corpus" in proc.stderr

@@ -59,7 +59,9 @@ def size_line(row):
     winner = f"{row['model']} {row['compression']} {number_text(row['value'])}"
     other = f"{row['other_model']} {row['other_compression']} {number_text(row['other_value'])}"
     who = "the larger model wins" if row["larger_wins"] else "the smaller model wins"
-    return f"{budget}: {winner} against {other}: {who} ({row['difference']})"
+    difference = row["difference"]  # "p = 0.012", "not significant (p = 0.31)" or "not tested"
+    return f"{budget}: {winner} against {other}: {who}" + (
+        f" ({difference})" if difference.startswith("p ") else f", {difference}")
 
 
 def size_verdict(rows):

@@ -26,17 +26,34 @@ def runtime_bytes(model: nn.Module) -> int:
     return total
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # the ceiling of glibc's dynamic threshold on 64-bit systems
+
+
+def _mallopt(*settings):
+    """glibc's mallopt for each (parameter, value); False where the C library has none or refuses one."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return all([bool(mallopt(parameter, value)) for parameter, value in settings])
 
 
 def return_large_frees_to_the_os() -> bool:
     """Pin glibc's mmap threshold at its initial 128 KiB. By default it rises to the size of every large block freed
     (up to 32 MiB), after which blocks that size come from the heap, and a heap freed in the middle stays resident:
     converting a model one weight at a time then leaves hundreds of MB of freed temporaries in the process's RSS.
-    Returns whether it was set (False where the C library has no mallopt)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    Returns whether it was set (False where the C library has no mallopt). Lift it with reuse_large_frees once the
+    model is built."""
+    return _mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def reuse_large_frees() -> bool:
+    """After a model is built: large blocks come from the heap again, up to glibc's dynamic ceiling (32 MiB), with
+    the trim threshold at twice that, where glibc's own rule would have taken them after a few large frees. A
+    decoder asks for the same large blocks at every step (logits, attention scores, the growing caches); with the
+    threshold pinned at 128 KiB each one is a fresh mmap whose pages are faulted in and zeroed again, step after
+    step. Returns whether it was set."""
+    return _mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD_MAX))

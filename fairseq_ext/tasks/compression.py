@@ -44,7 +44,7 @@ from fairseq_ext.compression import (
 )
 from fairseq_ext.compression.int4_state import load_int4_state
 from fairseq_ext.compression.meta_build import assign_meta_parameters, weights_on_meta
-from fairseq_ext.compression.runtime import return_large_frees_to_the_os, runtime_bytes
+from fairseq_ext.compression.runtime import return_large_frees_to_the_os, reuse_large_frees, runtime_bytes
 
 from .calibration import compress_with_calibration
 from .compression_checks import (
@@ -81,6 +81,11 @@ def _take_checkpoint_tensors(model, state_dict, *args):
     assign_meta_parameters(model, state_dict)
 
 
+def _built(model, incompatible_keys):
+    """The kernels' model is built: the decode that follows reuses its large blocks (runtime.reuse_large_frees)."""
+    reuse_large_frees()
+
+
 class CompressionTaskMixin:
     """Put first among the bases of a stock task class; ``cfg`` must include CompressionConfig's fields."""
 
@@ -109,11 +114,14 @@ class CompressionTaskMixin:
                 model = super().build_model(cfg, from_checkpoint)
             if header is not None and int4_kernels:
                 model.register_load_state_dict_pre_hook(functools.partial(self._build_int4_from_codes, header))
+                model.register_load_state_dict_post_hook(_built)
                 return model
             model.register_load_state_dict_pre_hook(_take_checkpoint_tensors)
         check_group_size_fits(self.cfg, model)
         if from_checkpoint:
             model.register_load_state_dict_post_hook(functools.partial(self._compress_loaded_model, header))
+            if kernels:
+                model.register_load_state_dict_post_hook(_built)  # after the kernels' conversion
         else:
             refuse_in_training(speed_flags(self.cfg))
             refuse_calibration_in_training(self.cfg)
