@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 from fairseq_ext.compression import load_compressed
 from fairseq_ext.compression.int4 import MAX_BITS as INT4_MAX_BITS
+from fairseq_ext.compression.packed import FORMAT as PACKED_FORMAT
 from fairseq_ext.compression.packed import MAGIC, StoredQuantized
 
 # fairseq stores the legacy `args` (and Namespace-valued config entries) as argparse.Namespace.
@@ -75,8 +76,9 @@ def is_packed(path):
 
 class EnsembleLoad:
     """One call of fairseq's load_model_ensemble_and_task. ``int4``: whether its task runs --int4-kernels (None: no
-    task was given, the checkpoint's config names it). ``header``: the header of the packed file just read with its
-    <= 4-bit tensors kept as codes, until the task's build_model takes it (take_packed_codes_header)."""
+    task was given, the checkpoint's config names it). ``header``: the header of the packed file just read, until
+    the task's build_model takes it (take_packed_header): a compressed task reports what the file holds and refuses
+    flags that disagree with it; with int4 kernels the file's <= 4-bit tensors were kept as codes."""
 
     def __init__(self, int4):
         self.int4, self.header = int4, None
@@ -85,9 +87,8 @@ class EnsembleLoad:
 _ENSEMBLE_LOAD = contextvars.ContextVar("fairseq_ext_ensemble_load", default=None)
 
 
-def take_packed_codes_header():
-    """The header of the packed file whose state holds codes (StoredQuantized) for the model being built now, once;
-    None when the state is all tensors (a .pt checkpoint, or a packed file for a model without int4 kernels)."""
+def take_packed_header():
+    """The header of the packed file the model being built now comes from, once; None for a .pt checkpoint."""
     load = _ENSEMBLE_LOAD.get()
     if load is None:
         return None
@@ -107,9 +108,9 @@ def packed_checkpoint(path, arg_overrides=None):
     # No task given (fairseq-validate): the checkpoint's task config, with the command line's overrides, names it.
     task_int4 = bool((cfg.get("task") or {}).get("int4_kernels"))
     int4 = load is not None and (load.int4 if load.int4 is not None else task_int4)
-    if int4:  # the task builds its int4 modules from the codes, never from float32 weights
+    if load is not None:
         load.header = header
-    else:
+    if not int4:  # else the task builds its int4 modules from the codes, never from float32 weights
         dense = {}
         state_dict = {key: dense.setdefault(id(value), value.dense()) if isinstance(value, StoredQuantized) else value
                       for key, value in state_dict.items()}
@@ -143,18 +144,18 @@ _REFUSED_GLOBAL = (
 
 
 def refused_type(message):
-    """The type (module.name) torch's weights-only unpickler refused, from its error message."""
+    """The type (module.name) torch's weights-only unpickler refused, from its error message; None when it refused
+    no type (the bytes are no checkpoint's pickle: a damaged file, which no opt-in would make loadable)."""
     for pattern in _REFUSED_GLOBAL:
         match = pattern.search(message)
         if match:
             return match.group(1)
-    first = next((line.strip() for line in message.splitlines() if "WeightsUnpickler error" in line), None)
-    return first or "a type outside the allowlist"
+    return None
 
 
-def unsafe_checkpoint_error(path, error):
+def unsafe_checkpoint_error(path, refused):
     return UnsafeCheckpointError(
-        f"refusing to load {path}: it needs {refused_type(str(error))}, which is not among the types fairseq and "
+        f"refusing to load {path}: it needs {refused}, which is not among the types fairseq and "
         f"fairseq_ext write into checkpoints; it was refused before anything in it ran. Only if you trust this file, "
         f"opt in for this one command: {OPT_IN} <your fairseq command>"
     )
@@ -163,11 +164,22 @@ def unsafe_checkpoint_error(path, error):
 def unreadable_checkpoint_error(path, error):
     size = os.path.getsize(path) if os.path.isfile(path) else None
     reason = (str(error) or type(error).__name__).split(". ")[0]
+    if looks_packed(path):
+        reason = f"it holds a packed file's header, but its first bytes are not {MAGIC!r}: a damaged .fxc file"
     return ValueError(
         f"cannot read checkpoint {path}"
         + (f" ({size} bytes)" if size is not None else "")
         + f": it is truncated or not a torch checkpoint ({reason})"
     )
+
+
+def looks_packed(path, window=4096):
+    """Whether a file that does not start with the packed magic holds a packed file's header near its start."""
+    try:
+        with open(path, "rb") as f:
+            return PACKED_FORMAT.encode() in f.read(window)
+    except OSError:
+        return False
 
 
 def load_safely(load_checkpoint_to_cpu, path, arg_overrides=None, *args, **kwargs):
@@ -177,8 +189,9 @@ def load_safely(load_checkpoint_to_cpu, path, arg_overrides=None, *args, **kwarg
     except UnsafeCheckpointError:
         raise
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error):
-            raise unsafe_checkpoint_error(path, error) from None
+        refused = refused_type(str(error)) if "Weights only load failed" in str(error) else None
+        if refused is not None:
+            raise unsafe_checkpoint_error(path, refused) from None
         raise unreadable_checkpoint_error(path, error) from None
     except (RuntimeError, EOFError) as error:
         text = str(error)

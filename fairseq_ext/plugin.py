@@ -19,13 +19,16 @@ finds each patch marked and changes nothing):
    that runs ``--int4-kernels`` gets a packed file's 4-bit tensors as codes.
 4. ``checkpoint_utils.PathManager``: the copy of a fresh checkpoint to ``checkpoint_last.pt`` is atomic.
 5. ``RobertaModel.add_args``: + ``--post-norm`` for the ``roberta_d*_h*`` grid.
-6. ``numpy.compat.long`` where numpy (2.x) has no ``numpy.compat``: fairseq's TokenBlockDataset still reads it for
+6. ``sys.excepthook``: the plugin's own errors (a bad flag, a damaged or mismatched file) print one clear block,
+   without a Python traceback (``FAIRSEQ_EXT_TRACEBACK=1`` shows it; fairseq_ext/user_errors.py).
+7. ``numpy.compat.long`` where numpy (2.x) has no ``numpy.compat``: fairseq's TokenBlockDataset still reads it for
    ``--sample-break-mode eos`` (one sentence per masked-LM sample), and failed there with an AttributeError.
 
 (The GPU training benchmark's two patches live apart, in fairseq_ext/gpu_training.py: its stock arm must run
 fairseq without this plugin.)
 """
 import functools
+import sys
 import types
 
 import numpy
@@ -33,7 +36,7 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.models.roberta.model import RobertaModel
 
-from fairseq_ext import checkpoint_loading
+from fairseq_ext import checkpoint_loading, user_errors
 from fairseq_ext.criterions import masked_lm_accuracy  # noqa: F401  (register the criterion)
 from fairseq_ext.models import roberta_grid, transformer_grid  # noqa: F401  (register the grid archs)
 from fairseq_ext.tasks import compressed_tasks, compression_overrides  # noqa: F401  (register the tasks)
@@ -69,5 +72,6 @@ patch(checkpoint_utils, "load_checkpoint_to_cpu", loading_checkpoints)
 patch(checkpoint_utils, "load_model_ensemble_and_task", checkpoint_loading.loading_ensembles)
 patch(checkpoint_utils, "PathManager", checkpoint_loading.AtomicCopies)
 patch(RobertaModel, "add_args", roberta_grid.with_post_norm_flag, static=True)
+patch(sys, "excepthook", user_errors.reporting_user_errors)
 if not hasattr(numpy, "compat"):
     numpy.compat = types.SimpleNamespace(long=numpy.int64)

@@ -21,13 +21,9 @@ from omegaconf import OmegaConf, open_dict
 from fairseq_ext.checkpoint_loading import config_to_json
 from fairseq_ext.compression import save_compressed
 from fairseq_ext.tasks.calibration import compress_with_calibration
-from fairseq_ext.tasks.compression import compressed_line_figures, compression_spec
-from fairseq_ext.tasks.compression_config import (
-    COMPRESSION_FIELDS,
-    CompressionConfig,
-    check_compression_config,
-    compression_on,
-)
+from fairseq_ext.tasks.compression import compressed_line_figures
+from fairseq_ext.tasks.compression_checks import check_compression_config, check_finite_weights
+from fairseq_ext.tasks.compression_config import COMPRESSION_FIELDS, CompressionConfig, compression_on, compression_spec
 from fairseq_ext.tasks.model_from_checkpoint import load_model
 
 
@@ -61,6 +57,7 @@ def main(argv=None):
     calibration = masks = None
     if spec.calibrated:  # loaded uncompressed, then calibrated here on the checkpoint's task and data
         state, model, task = load_model(args.checkpoint, args.data)
+        check_finite_weights(model)
         _, masks, calibration = compress_with_calibration(task, model, spec, args)
         with open_dict(state["cfg"].task):
             for name, saved in {**flags, **RELOAD_WITHOUT_CALIBRATION}.items():

@@ -13,12 +13,12 @@ from fairseq_ext.compression.int8 import (
     Int8Linear,
     check_int8_supported,
     count_calls,
-    disable_attention_fast_path,
     int8_engine,
     int8_linears,
     quantize_embeddings_int8,
     quantize_linears_int8,
 )
+from fairseq_ext.compression.module_surgery import disable_attention_fast_path
 from fairseq_ext.compression.runtime import runtime_bytes
 from fairseq_ext.models.grid import build_for_vocab
 from tiny_models import sample, tiny_transformer

@@ -60,7 +60,7 @@ def test_bad_fractions_stop_the_task_at_start_up(flags, expected):
 
 
 def test_unavailable_engine_is_named(monkeypatch):
-    import fairseq_ext.tasks.compression_config as flags
+    import fairseq_ext.tasks.compression_checks as flags
 
     monkeypatch.setattr(flags, "int8_engine", lambda engine: None)  # as on a torch build without that engine
     with pytest.raises(ValueError, match=r"--int8-engine onednn is not available.*--int8-engine auto"):

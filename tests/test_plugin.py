@@ -26,8 +26,14 @@ LOADED = """
 
 
 def test_the_compression_core_imports_without_fairseq():
-    assert fresh_python(LOADED.format(module="fairseq_ext.compression")) == {
+    assert fresh_python(LOADED.format(module="fairseq_ext.compression.accounting")) == {
         "fairseq": False, "torch": True, "fairseq_ext.plugin": False}
+
+
+def test_the_method_table_and_the_package_import_without_torch():
+    for module in ("fairseq_ext.compression", "fairseq_ext.compression.methods"):
+        assert fresh_python(LOADED.format(module=module)) == {
+            "fairseq": False, "torch": False, "fairseq_ext.plugin": False}, module
 
 
 def test_the_analysis_imports_without_fairseq_or_torch():

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from clitools import BIN, REPO, clean_env, json_log_records, run
+from clitools import BIN, REPO, clean_env, compressed_summary, json_log_records, run
 from conftest import TINY_TRANSFORMER, TRAIN_SETTINGS
 import fairseq_ext.plugin  # noqa: F401  (in-process torch.load allows exactly what fairseq checkpoints hold)
 from fairseq_ext.checkpoint_loading import CHECKPOINT_SAFE_GLOBALS
@@ -99,6 +99,56 @@ def test_bad_files_fail_fairseq_generate_with_one_clear_line_and_a_planted_pickl
         f"{tiny_mt_checkpoint[0] / 'checkpoint_last.pt'} was trained with a dictionary of {vocabulary} entries "
         f"(encoder.embed_tokens.weight), but the dictionary loaded here from {other} has {vocabulary + 8} entries; "
         "pass the data folder (dict.*.txt) the model was trained with")
+
+
+def test_bad_input_gets_one_clear_error_at_start_up_and_a_packed_file_reports_what_it_holds(
+        multi30k_2k, tiny_mt_checkpoint, packed, tmp_path):
+    """Issue 29's probes: each fails before any model work with one block naming the flag or the file, never a
+    Python traceback, never advice to turn safe loading off; a packed file decoded with no flags reports its own
+    bits and bytes, and flags that disagree with it are refused."""
+    damaged = tmp_path / "damaged.fxc"
+    data = packed.read_bytes()
+    damaged.write_bytes(bytes(16) + data[16:])
+    compressed = [GENERATE[0], multi30k_2k / "bin", *GENERATE[1:], "--task", "compressed_translation"]
+    checkpoint = tiny_mt_checkpoint[0] / "checkpoint_last.pt"
+    gptq = ["--path", checkpoint, "--quant-bits", "4", "--quant-method", "gptq"]
+    state = torch.load(checkpoint, map_location="cpu")
+    state["model"]["decoder.layers.0.fc1.weight"][3, 5] = float("nan")
+    nan_checkpoint = tmp_path / "nan.pt"
+    torch.save(state, nan_checkpoint)
+    group_7 = ["--path", checkpoint, "--quant-bits", "4", "--quant-granularity", "group", "--quant-group-size", "7"]
+    as_packed, as_8_bits, seed, subset, broken, groups, nan = parallel(
+        lambda: run([*compressed, "--path", packed]),
+        lambda: run([*compressed, "--path", packed, "--quant-bits", "8"], check=False),
+        lambda: run([*compressed, *gptq, "--calib-seed", "-1"], check=False),
+        lambda: run([*compressed, *gptq, "--calib-subset", "nonexistent"], check=False),
+        lambda: run([GENERATE[0], multi30k_2k / "bin", *GENERATE[1:], "--path", damaged], check=False),
+        lambda: run([*compressed, *group_7], check=False),
+        lambda: run([*compressed, "--path", nan_checkpoint, "--prune-sparsity", "0.5", "--prune-method", "sparsegpt",
+                     "--calib-samples", "16"], check=False))
+    figures = compressed_summary(as_packed.output)
+    assert figures["sparsity"] == pytest.approx(0.5, abs=0.01) and figures["bits"] == 4, figures
+    assert figures["ratio"] > 2, figures  # not the float model's 1.0
+    for proc in (as_8_bits, seed, subset, broken, groups, nan):
+        assert proc.returncode == 1 and "Traceback" not in proc.output, proc.output[-3000:]
+        assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in proc.output
+    assert one_error(as_8_bits.output) == (
+        "ValueError: a packed file holds its weights compressed already; the compression flags ask for sparsity 0.0 "
+        "(the file: 0.5), bits 8 (the file: 4): drop the --prune-*/--quant-* flags, or give the file's")
+    assert "--calib-seed must be an integer in [0, 2**32), numpy's seeds (got -1)" in seed.output
+    assert "--calib-subset nonexistent: the data folder has no such subset; it has test, train, valid" in subset.output
+    assert all("loading model" not in proc.output for proc in (seed, subset))  # refused before the model loads
+    assert re.fullmatch(r"ValueError: --quant-group-size 7 does not divide the width of (\d+) of the \1 quantized "
+                        r"matrices \(e\.g\. \S+, (64|128) columns\); the sizes that divide every width: 1, 2, 4, 8, "
+                        r"16, 32, 64", one_error(groups.output)), groups.output[-3000:]
+    fc1 = state["model"]["decoder.layers.0.fc1.weight"]
+    assert one_error(nan.output) == (
+        f"ValueError: the checkpoint's weights hold NaN or infinite values: decoder.layers.0.fc1.weight (1 of "
+        f"{fc1.numel()} entries); the checkpoint is damaged or was saved after training diverged: load another one "
+        "(compression cannot repair it)")
+    assert one_error(broken.output) == (
+        f"ValueError: cannot read checkpoint {damaged} ({len(data)} bytes): it is truncated or not a torch checkpoint "
+        "(it holds a packed file's header, but its first bytes are not b'FSEXTCMP': a damaged .fxc file)")
 
 
 def test_the_opt_in_loads_a_trusted_legacy_file_and_other_planted_calls_are_refused_too(tiny_mt_checkpoint, tmp_path,

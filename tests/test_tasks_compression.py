@@ -1,6 +1,7 @@
 """The compressed_* tasks in process (seconds): flags, start-up checks, the training hooks, the validate guard."""
 import argparse
 import copy
+import re
 
 import pytest
 import torch
@@ -12,14 +13,14 @@ from omegaconf import OmegaConf
 from clitools import REPO, run
 from fairseq_ext.compression import CompressionSpec, sparsity_at
 from fairseq_ext.tasks.compressed_tasks import COMPRESSED_VARIANT_OF
-from fairseq_ext.tasks.compression import compression_spec
-from fairseq_ext.tasks.compression_config import (
-    COMPRESSION_FIELDS,
+from fairseq_ext.tasks.compression_checks import (
     check_compression_config,
+    check_packed_file,
     compression_problems,
     refuse_calibration_in_training,
     unused_flags,
 )
+from fairseq_ext.tasks.compression_config import COMPRESSION_FIELDS, compression_spec
 from fairseq_ext.tasks.compression_overrides import dropped_compression_flags, dropped_flags_message
 
 FLAGS = ["--prune-sparsity", "--prune-scope", "--prune-embeddings", "--prune-method", "--prune-pattern",
@@ -95,6 +96,7 @@ def config(**flags):
      ["--quant-granularity 'group' needs --quant-group-size >= 1, an integer (got -64)"]),
     ({"calib_samples": 0}, ["--calib-samples must be >= 1 (got 0)"]),
     ({"calib_subset": ""}, ["--calib-subset must name a data subset"]),
+    ({"calib_seed": -1}, ["--calib-seed must be an integer in [0, 2**32), numpy's seeds (got -1)"]),
 ])
 def test_each_contradiction_names_its_flags(flags, expected):
     problems = compression_problems(config(**flags))
@@ -115,6 +117,29 @@ def test_the_core_checks_the_spec_and_the_task_names_its_flags():
     ]
 
 
+def test_a_calibration_subset_the_data_lacks_is_named_with_those_it_has(tmp_path):
+    for name in ("train.en-fr.en.bin", "valid.en-fr.fr.bin", "test.en-fr.en.idx", "dict.en.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "input0").mkdir()
+    (tmp_path / "input0" / "dev.bin").write_bytes(b"")  # sentence prediction keeps its inputs one folder down
+    gptq = dict(data=str(tmp_path), quant_bits=4, quant_method="gptq")
+    assert compression_problems(config(**gptq, calib_subset="nonexistent")) == [
+        "--calib-subset nonexistent: the data folder has no such subset; it has dev, train, valid"]
+    assert compression_problems(config(**gptq, calib_subset="valid")) == []
+    # Round-to-nearest reads no calibration data: the flag is unused (a warning), not wrong.
+    assert compression_problems(config(data=str(tmp_path), quant_bits=4, calib_subset="nonexistent")) == []
+
+
+def test_a_packed_file_refuses_flags_that_disagree_with_what_it_holds():
+    header = {"spec": CompressionSpec(sparsity=0.5, bits=4).to_dict()}
+    check_packed_file(header, CompressionSpec(), int4_kernels=False)  # no flags: the file's own figures
+    check_packed_file(header, CompressionSpec(sparsity=0.5, bits=4), int4_kernels=False)  # the file's flags
+    with pytest.raises(ValueError, match=r"^a packed file holds its weights compressed already; the compression "
+                                         r"flags ask for bits 8 \(the file: 4\): drop the --prune-\*/--quant-\* "
+                                         r"flags, or give the file's$"):
+        check_packed_file(header, CompressionSpec(sparsity=0.5, bits=8), int4_kernels=False)
+
+
 @pytest.mark.parametrize("flags, unused", [
     ({"quant_bits": 4, "quant_group_size": 128}, ["quant_group_size"]),  # channel granularity: no groups
     ({"quant_granularity": "group", "quant_group_size": 128}, ["quant_granularity", "quant_group_size"]),
@@ -131,7 +156,7 @@ def test_flags_that_cannot_act_are_named(flags, unused):
 
 
 def test_unused_flags_are_a_warning_not_an_error(caplog):
-    with caplog.at_level("WARNING", logger="fairseq_ext.tasks.compression_config"):
+    with caplog.at_level("WARNING", logger="fairseq_ext.tasks.compression_checks"):
         check_compression_config(config(quant_bits=4, quant_group_size=128, calib_samples=64))
     (message,) = [r.getMessage() for r in caplog.records]
     assert message.startswith("--quant-group-size, --calib-samples have no effect: ")
@@ -184,6 +209,14 @@ def tiny_task_and_model(from_checkpoint=False, **flags):
     task = TASK_REGISTRY["compressed_translation"](cfg, d, d)
     torch.manual_seed(0)
     return task, task.build_model(argparse.Namespace(**TINY_MODEL), from_checkpoint=from_checkpoint)
+
+
+def test_a_group_size_that_does_not_tile_every_width_is_one_line_naming_the_sizes_that_do():
+    with pytest.raises(ValueError) as error:  # widths 16 and 32: every matrix misfits
+        tiny_task_and_model(from_checkpoint=True, quant_bits=4, quant_granularity="group", quant_group_size=7)
+    assert re.fullmatch(r"--quant-group-size 7 does not divide the width of (\d+) of the \1 quantized matrices "
+                        r"\(e\.g\. \S+, (16|32) columns\); the sizes that divide every width: 1, 2, 4, 8, 16",
+                        str(error.value)), str(error.value)
 
 
 class NoisyOptimizer:

@@ -35,6 +35,12 @@ import os
 import re
 from pathlib import Path
 
+from fairseq_ext.compression.atomic_files import write_atomically as write_bytes_atomically
+from fairseq_ext.compression.methods import (
+    CALIBRATED_METHODS, DEFAULT_PRUNE_METHOD, DEFAULT_QUANT_METHOD, PRUNE_METHODS, QUANT_METHODS,
+)
+from fairseq_ext.compression.methods import METHODS as COMPRESSORS
+
 from . import AnalysisError
 
 FIELDS = {
@@ -48,12 +54,9 @@ OPTIONAL_FIELDS = {
     "examples": int, "hypotheses": str, "references": str, "int4": bool, "runtime_mb": float, "peak_rss_mb": float,
 }
 SPEED_DEFAULTS = {"prune_heads": 0.0, "prune_ffn": 0.0, "int8": False, "int4": False}
-# The compressors (--prune-method, --quant-method) as a table or a plot names them; the first of each is the
-# paper's and the default, which a record leaves out.
-PRUNE_METHODS = {"magnitude": "magnitude", "wanda": "Wanda", "sparsegpt": "SparseGPT"}
-QUANT_METHODS = {"rtn": "RTN", "gptq": "GPTQ"}
-COMPRESSOR_DEFAULTS = {"prune_method": "magnitude", "quant_method": "rtn"}
-CALIBRATED_METHODS = ("wanda", "sparsegpt", "gptq")  # they need calibration samples (--calib-samples)
+# The compressors (--prune-method, --quant-method) come from the method table; the default of each (the paper's)
+# a record leaves out.
+COMPRESSOR_DEFAULTS = {"prune_method": DEFAULT_PRUNE_METHOD, "quant_method": DEFAULT_QUANT_METHOD}
 # Dense belongs to every family; the speed configs (structured pruning, int8 kernels) to none.
 FAMILIES = {
     "paper": "the paper's compressors (magnitude pruning, round-to-nearest quantization)",
@@ -124,7 +127,7 @@ def level_label(record):
     label = " + ".join(parts) or "dense"
     used = methods_in_use(record)
     if any(method not in COMPRESSOR_DEFAULTS.values() for method in used):
-        label += " (" + "+".join({**PRUNE_METHODS, **QUANT_METHODS}[method] for method in used) + ")"
+        label += " (" + "+".join(COMPRESSORS[method].display_name for method in used) + ")"
     return label
 
 
@@ -200,15 +203,9 @@ def read_sweep(path, *, option="--sweep"):
 
 
 def write_atomically(path, text):
-    """The file is written next to its place (under a name of this process's) and renamed over it: a reader, or a
-    process killed mid-write, never sees half of it."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    """The text file written atomically (fairseq_ext.compression.atomic_files): a reader, or a process killed
+    mid-write, never sees half of it."""
+    write_bytes_atomically(path, [text.encode("utf-8")])
 
 
 def append_record(path, record):

@@ -28,12 +28,12 @@ import torch
 from torch import nn
 
 from .accounting import CompressionReport, compress
-from .gptq import DAMPING, Grid, Pruning, solve_
-from .int8 import disable_attention_fast_path
+from .gptq import DAMPING, Grid, solve_
+from .methods import PRUNE_METHODS, QUANT_METHODS
+from .module_surgery import disable_attention_fast_path
 from .pruning import magnitude_masks, n_of_m_keep, prunable_weights
 from .quantization import quantizable_weights
 from .spec import CompressionSpec
-from .wanda import wanda_keep
 
 logger = logging.getLogger(__name__)
 
@@ -62,16 +62,18 @@ def compress_calibrated(
     """Compress ``model`` in place as ``spec`` says, calibrating on ``forwards`` (each runs one batch through the
     model). Returns compress()'s report and keep masks, and what calibration did."""
     spec.validate()
-    if not forwards and needs_calibration_data(spec):
+    if not forwards and spec.needs_calibration_data:
         raise ValueError("calibrated compression needs at least one calibration batch")
     started = time.monotonic()
     names = _first_names(model)
     prunable = prunable_weights(model, spec.prune_embeddings) if spec.prunes else {}
-    gptq = quantizable_weights(model, spec.quantize_embeddings) if spec.quantizes and spec.quant_method == "gptq" else {}
-    # Magnitude masks are chosen before any weight moves (and are GPTQ's fixed masks); the others stage by stage.
-    masks = _uncalibrated_masks(prunable, spec) if spec.prune_method == "magnitude" else {}
+    calibrated_pruning = PRUNE_METHODS[spec.prune_method].calibrated
+    calibrated_quantization = QUANT_METHODS[spec.quant_method].calibrated
+    gptq = quantizable_weights(model, spec.quantize_embeddings) if spec.quantizes and calibrated_quantization else {}
+    # Uncalibrated masks are chosen before any weight moves (and are GPTQ's fixed masks); the others stage by stage.
+    masks = {} if calibrated_pruning else _uncalibrated_masks(prunable, spec)
     grid = Grid(spec.bits, spec.scheme, spec.granularity, spec.group_size) if gptq else None
-    needs_inputs = set(gptq) | (set(prunable) if spec.prune_method != "magnitude" else set())
+    needs_inputs = set(gptq) | (set(prunable) if calibrated_pruning else set())
     summary = CalibrationSummary()
     done = set()
     lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
@@ -125,11 +127,6 @@ def compress_calibrated(
     return report, masks, summary
 
 
-def needs_calibration_data(spec: CompressionSpec) -> bool:
-    """Whether any weight is fitted to inputs (SparseGPT, Wanda, GPTQ); magnitude 2:4 alone needs none."""
-    return (spec.prunes and spec.prune_method != "magnitude") or (spec.quantizes and spec.quant_method == "gptq")
-
-
 def _first_names(model: nn.Module) -> dict[int, str]:
     """id(parameter) -> its first name (its first state_dict key, as the rest of the package names it)."""
     names = {}
@@ -145,21 +142,17 @@ def _uncalibrated_masks(prunable: dict[str, nn.Parameter], spec: CompressionSpec
         return {}
     if spec.prune_pattern != "unstructured":
         return {name: n_of_m_keep(weight.detach().abs(), *N_OF_M[spec.prune_pattern]) for name, weight in prunable.items()}
-    scope = spec.scope if spec.prune_method == "magnitude" else "layer"
+    scope = "layer" if PRUNE_METHODS[spec.prune_method].calibrated else spec.scope
     return magnitude_masks(prunable, spec.sparsity, scope)
 
 
 def _solve(weight: nn.Parameter, hessian: torch.Tensor, spec: CompressionSpec, magnitude_keep, *, prune: bool,
            grid: Grid | None, damping: float) -> torch.Tensor | None:
     """Compress one calibrated weight in place; its keep mask (None when it is not pruned)."""
-    n_of_m = N_OF_M.get(spec.prune_pattern)
     pruning = None
-    if prune and spec.prune_method == "sparsegpt":
-        pruning = Pruning(sparsity=spec.sparsity, n_of_m=n_of_m)
-    elif prune and spec.prune_method == "wanda":
-        pruning = Pruning(keep=wanda_keep(weight, hessian.diagonal(), spec.sparsity, n_of_m))
-    elif prune:
-        pruning = Pruning(keep=magnitude_keep)
+    if prune:
+        method = PRUNE_METHODS[spec.prune_method].function()
+        pruning = method(weight, hessian, spec.sparsity, N_OF_M.get(spec.prune_pattern), magnitude_keep)
     if grid is None and (pruning is None or pruning.keep is not None):
         return pruning.keep if pruning is not None else None  # a mask alone: no weight to update
     return solve_(weight.data, hessian, pruning=pruning, grid=grid, damping=damping, act_order=True)

@@ -54,6 +54,18 @@ class Pruning:
     keep: torch.Tensor | None = None
 
 
+def fixed_mask_pruning(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
+                       n_of_m: tuple[int, int] | None, magnitude_keep: torch.Tensor | None) -> Pruning:
+    """Magnitude pruning beside a calibrated quantizer: its mask was chosen before any weight moved, and stays."""
+    return Pruning(keep=magnitude_keep)
+
+
+def sparsegpt_pruning(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
+                      n_of_m: tuple[int, int] | None, magnitude_keep: torch.Tensor | None) -> Pruning:
+    """SparseGPT: the solver chooses what to prune, block by block, as it updates the weights it keeps."""
+    return Pruning(sparsity=sparsity, n_of_m=n_of_m)
+
+
 def inverse_hessian_factor(hessian: torch.Tensor, damping: float = DAMPING) -> torch.Tensor:
     """Upper Cholesky factor of (H + damping * mean(diag H) * I)^-1, in float32.
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .int8 import disable_attention_fast_path, is_float_linear
+from .module_surgery import disable_attention_fast_path, is_float_linear
 from .quantization import QuantizedTensor, quantize
 
 __all__ = [

@@ -36,6 +36,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from .module_surgery import disable_attention_fast_path, is_float_linear
 from .quantization import quantize
 
 with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on import
@@ -45,7 +46,7 @@ with warnings.catch_warnings():  # torch.ao.quantization announces its move to t
 
 __all__ = [
     "Int8Linear", "Int8Embedding", "ENGINE_CHOICES", "int8_engine", "check_int8_supported", "quantize_linears_int8",
-    "quantize_embeddings_int8", "int8_linears", "count_calls", "disable_attention_fast_path", "is_float_linear",
+    "quantize_embeddings_int8", "int8_linears", "count_calls",
 ]
 
 
@@ -98,24 +99,6 @@ def check_int8_supported(device="cpu", dtype=torch.float32, engine="auto"):
             f"int8 engine {engine!r} is not available in this torch build "
             f"(supported: {', '.join(torch.backends.quantized.supported_engines)})"
         )
-
-
-def disable_attention_fast_path(module):
-    """Make fairseq-style attention modules call their projection modules instead of reading their weights.
-
-    Returns the number of attention modules switched. Duck-typed on ``q_proj`` + ``skip_embed_dim_check``
-    (fairseq's ``MultiheadAttention``); the slow path it selects computes exactly the same function.
-    """
-    switched = 0
-    for sub in module.modules():
-        if hasattr(sub, "q_proj") and hasattr(sub, "skip_embed_dim_check"):
-            sub.skip_embed_dim_check = True
-            switched += 1
-    return switched
-
-
-def is_float_linear(module):
-    return type(module) in (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 
 
 def quantize_linears_int8(model, *, per_channel=True, skip=(), engine="auto"):

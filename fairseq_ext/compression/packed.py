@@ -25,7 +25,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,8 @@ from torch import nn
 
 from . import bitpack, sparse_index
 from .accounting import SCALE_BYTES, CompressionReport, TensorBytes, measure, report
+from .atomic_files import write_atomically
+from .methods import PRUNE_METHODS, QUANT_METHODS
 from .plan import CompressedTensor, TensorPlan, compressed_copy, plan_compression
 from .quantization import QuantizedTensor, group_count, group_width_problem
 from .spec import GRANULARITIES, QUANTIZED_BITS, SCHEMES, CompressionSpec, group_size_problem
@@ -49,7 +50,6 @@ DTYPES = {
     name: getattr(torch, name)
     for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 }
-QUANTIZATION_METHOD_NAMES = {"rtn": "uniform round-to-nearest", "gptq": "gptq"}
 # Raw values travel as little-endian integers of the same width: one code path for every dtype.
 _BIT_PATTERN = {1: (torch.uint8, "<u1"), 2: (torch.int16, "<i2"), 4: (torch.int32, "<i4"), 8: (torch.int64, "<i8")}
 
@@ -97,7 +97,7 @@ def save_compressed(
         "aliases": plan.aliases,
     }
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
-    _write_atomically(path, [PREFIX.pack(MAGIC, len(header_bytes), hashlib.sha256(header_bytes).digest()), header_bytes, *blobs])
+    write_atomically(path, [PREFIX.pack(MAGIC, len(header_bytes), hashlib.sha256(header_bytes).digest()), header_bytes, *blobs])
     return result
 
 
@@ -105,8 +105,8 @@ def _method(spec: CompressionSpec, pruned: bool) -> dict[str, str]:
     """How the stored values were made, in words, for whoever reads the header."""
     pattern = f" {spec.prune_pattern}" if spec.prune_pattern != "unstructured" else ""
     return {
-        "pruning": spec.prune_method + pattern if pruned else "none",
-        "quantization": QUANTIZATION_METHOD_NAMES[spec.quant_method] if spec.quantizes else "none",
+        "pruning": PRUNE_METHODS[spec.prune_method].description + pattern if pruned else "none",
+        "quantization": QUANT_METHODS[spec.quant_method].description if spec.quantizes else "none",
     }
 
 
@@ -171,22 +171,6 @@ def _codes(values: torch.Tensor, entries: np.ndarray | None, compressed: Compres
 def _bit_patterns(values: torch.Tensor) -> np.ndarray:
     signed, little_endian = _BIT_PATTERN[values.element_size()]
     return values.detach().reshape(-1).cpu().view(signed).numpy().astype(little_endian, copy=False)
-
-
-def _write_atomically(path, parts: list[bytes]) -> None:
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            for part in parts:
-                file.write(part)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def load_compressed(

@@ -40,7 +40,7 @@ def plan_compression(
     save_compressed) refuses to quantize half-precision weights."""
     spec.validate()
     parameters = dict(model.named_parameters(remove_duplicate=False))
-    by_magnitude = (spec.prune_method, spec.prune_pattern) == ("magnitude", "unstructured")
+    by_magnitude = not spec.masks_calibrated
     masks_to_compute = masks is None and spec.prunes
     to_prune = prunable_weights(model, spec.prune_embeddings) if masks_to_compute else None
     quantized = quantizable_weights(model, spec.quantize_embeddings) if spec.quantizes else {}

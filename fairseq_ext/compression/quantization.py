@@ -65,6 +65,12 @@ def group_width_problem(name: str, shape: tuple[int, ...], granularity: str, gro
     return f"{name} is {width} wide, not a multiple of group_size {group_size}"
 
 
+def group_sizes_that_fit(widths) -> list[int]:
+    """The group sizes whose groups tile the rows of every one of these widths: the divisors of their gcd."""
+    common = math.gcd(*widths)
+    return [size for size in range(1, common + 1) if common % size == 0]
+
+
 @dataclass(frozen=True)
 class QuantizedTensor:
     codes: torch.Tensor  # uint8, the weight's shape

@@ -6,16 +6,14 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .methods import (
+    DEFAULT_PRUNE_METHOD, DEFAULT_QUANT_METHOD, GRANULARITIES, PRUNE_METHODS, PRUNE_PATTERNS, QUANT_METHODS, Method,
+)
+
 SCOPES = ("global", "layer")
 SCHEMES = ("symmetric", "asymmetric")
-GRANULARITIES = ("channel", "tensor", "group")
 QUANTIZED_BITS = (2, 3, 4, 5, 6, 7, 8)
 UNQUANTIZED_BITS = (16, 32)
-# Magnitude pruning and round-to-nearest need only the weights; the other methods, and the 2:4
-# pattern, take their masks or weights from a calibrated compressor (see CompressionSpec.calibrated).
-PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
-PRUNE_PATTERNS = ("unstructured", "2:4")
-QUANT_METHODS = ("rtn", "gptq")
 SEMI_STRUCTURED_SPARSITY = {"2:4": 0.5}  # 2 of every 4 consecutive weights pruned
 # Options that specs written by earlier versions lack; their defaults are what those specs meant.
 ADDED_OPTIONS = ("prune_method", "prune_pattern", "quant_method", "group_size")
@@ -26,6 +24,11 @@ def raise_problems(subject: str, problems: list[str]) -> None:
     if problems:
         listing = "\n".join(f"  - {problem}" for problem in problems)
         raise ValueError(f"invalid {subject} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n{listing}")
+
+
+def fitted(table: dict[str, Method], name: str) -> bool:
+    """Whether the method of that name is fitted to calibration data (an unknown name is a problem of its own)."""
+    return name in table and table[name].calibrated
 
 
 def choice_problem(option: str, value: Any, allowed: tuple) -> str | None:
@@ -66,9 +69,9 @@ class CompressionSpec:
     scheme: str = "symmetric"
     granularity: str = "channel"
     quantize_embeddings: bool = True  # on by default: embeddings dominate the bytes of small models
-    prune_method: str = "magnitude"
-    prune_pattern: str = "unstructured"
-    quant_method: str = "rtn"
+    prune_method: str = DEFAULT_PRUNE_METHOD
+    prune_pattern: str = PRUNE_PATTERNS[0]
+    quant_method: str = DEFAULT_QUANT_METHOD
     group_size: int = 0  # columns per quantization group; only with granularity "group"
 
     @property
@@ -84,12 +87,22 @@ class CompressionSpec:
         return self.prunes or self.quantizes
 
     @property
+    def masks_calibrated(self) -> bool:
+        """Whether pruning masks must come from the calibrated compressor: a method fitted to data, or the 2:4
+        pattern (which the calibrated compressor applies, by magnitude too); else magnitude masks of the weights."""
+        return fitted(PRUNE_METHODS, self.prune_method) or self.prune_pattern != PRUNE_PATTERNS[0]
+
+    @property
     def calibrated(self) -> bool:
         """Whether the masks or the weights must come from a calibrated compressor: everything but
         unstructured magnitude pruning and round-to-nearest quantization, which need only the weights."""
-        return (self.prunes and (self.prune_method != "magnitude" or self.prune_pattern != "unstructured")) or (
-            self.quantizes and self.quant_method == "gptq"
-        )
+        return (self.prunes and self.masks_calibrated) or (self.quantizes and fitted(QUANT_METHODS, self.quant_method))
+
+    @property
+    def needs_calibration_data(self) -> bool:
+        """Whether any weight is fitted to inputs (a calibrated method); magnitude 2:4 alone needs none."""
+        return ((self.prunes and fitted(PRUNE_METHODS, self.prune_method))
+                or (self.quantizes and fitted(QUANT_METHODS, self.quant_method)))
 
     def problems(self, option_names: dict[str, str] | None = None) -> list[str]:
         """Every problem of the spec, each naming its options. option_names renames them (a front end
@@ -103,18 +116,27 @@ class CompressionSpec:
             choice_problem(name["granularity"], self.granularity, GRANULARITIES),
             choice_problem(name["prune_embeddings"], self.prune_embeddings, (False, True)),
             choice_problem(name["quantize_embeddings"], self.quantize_embeddings, (False, True)),
-            choice_problem(name["prune_method"], self.prune_method, PRUNE_METHODS),
+            choice_problem(name["prune_method"], self.prune_method, tuple(PRUNE_METHODS)),
             choice_problem(name["prune_pattern"], self.prune_pattern, PRUNE_PATTERNS),
-            choice_problem(name["quant_method"], self.quant_method, QUANT_METHODS),
+            choice_problem(name["quant_method"], self.quant_method, tuple(QUANT_METHODS)),
             group_size_problem(self.granularity, self.group_size, name["granularity"], name["group_size"]),
         ]
         for pattern, pattern_sparsity in SEMI_STRUCTURED_SPARSITY.items():
             if self.prune_pattern == pattern and self.sparsity != pattern_sparsity:
                 found.append(f"{name['prune_pattern']} {pattern!r} needs {name['sparsity']} {pattern_sparsity} "
                              f"(got {self.sparsity!r})")
-        if self.quant_method == "gptq" and self.bits not in QUANTIZED_BITS:
+        if fitted(QUANT_METHODS, self.quant_method) and self.bits not in QUANTIZED_BITS:
             bits_range = f"{QUANTIZED_BITS[0]}..{QUANTIZED_BITS[-1]}"
-            found.append(f"{name['quant_method']} 'gptq' needs {name['bits']} {bits_range} (got {self.bits!r})")
+            found.append(f"{name['quant_method']} {self.quant_method!r} needs {name['bits']} {bits_range} "
+                         f"(got {self.bits!r})")
+        prune_method, quant_method = PRUNE_METHODS.get(self.prune_method), QUANT_METHODS.get(self.quant_method)
+        if prune_method and self.prune_pattern in PRUNE_PATTERNS and self.prune_pattern not in prune_method.patterns:
+            found.append(f"{name['prune_method']} {self.prune_method!r} supports {name['prune_pattern']} "
+                         f"{', '.join(map(repr, prune_method.patterns))} (got {self.prune_pattern!r})")
+        if (quant_method and self.granularity in GRANULARITIES
+                and self.granularity not in quant_method.granularities):
+            found.append(f"{name['quant_method']} {self.quant_method!r} supports {name['granularity']} "
+                         f"{', '.join(map(repr, quant_method.granularities))} (got {self.granularity!r})")
         return [problem for problem in found if problem]
 
     def validate(self) -> None:

@@ -78,3 +78,10 @@ def bit_patterns(values: torch.Tensor) -> np.ndarray:
     signed = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[flat.element_size()]
     raw = flat.view(signed).numpy()
     return raw.view(f"u{raw.itemsize}")
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
+    """{name: how many NaN or infinite entries} of the floating-point tensors that hold any."""
+    counts = {name: int((~torch.isfinite(t.detach())).sum()) for name, t in tensors.items()
+              if t.is_floating_point() and t.device.type != "meta"}
+    return {name: count for name, count in counts.items() if count}

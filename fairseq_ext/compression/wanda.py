@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .gptq import Pruning
 from .pruning import n_of_m_keep, pruned_count
 
 
@@ -29,3 +30,9 @@ def wanda_keep(weight: torch.Tensor, hessian_diagonal: torch.Tensor, sparsity: f
     order = torch.sort(score, dim=1, stable=True).indices
     rank.scatter_(1, order, torch.arange(columns, device=score.device).expand(rows, columns).contiguous())
     return rank >= per_row[:, None]
+
+
+def wanda_pruning(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, n_of_m: tuple[int, int] | None,
+                  magnitude_keep: torch.Tensor | None) -> Pruning:
+    """Wanda as the calibrated compressor runs it: a fixed mask from the inputs' norms (the diagonal of H)."""
+    return Pruning(keep=wanda_keep(weight, hessian.diagonal(), sparsity, n_of_m))

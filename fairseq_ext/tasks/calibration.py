@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from fairseq_ext.compression.calibrated import compress_calibrated, needs_calibration_data
+from fairseq_ext.compression.calibrated import compress_calibrated
 
 from .compression_config import value
 
@@ -67,7 +67,7 @@ def compress_with_calibration(task, model, spec, cfg):
     samples = value(cfg, "calib_samples")
     started = time.monotonic()
     forwards = (calibration_forwards(task, model, value(cfg, "calib_subset"), samples, value(cfg, "calib_seed"))
-                if needs_calibration_data(spec) else [])  # magnitude 2:4 reads no data
+                if spec.needs_calibration_data else [])  # magnitude 2:4 reads no data
     report, masks, summary = compress_calibrated(model, spec, forwards)
     figures = {
         "subset": value(cfg, "calib_subset"), "samples": samples if forwards else 0, "batches": len(forwards),

@@ -8,8 +8,10 @@ Two modes, told apart by how fairseq builds the model:
   scoring, and logs one ``compressed {json}`` line. With ``--int8-kernels`` or ``--int4-kernels`` the Linears and
   Embeddings are built on the meta device and a pre-hook gives them the checkpoint's own tensors (held once, not
   twice, while the load converts them); a packed file for ``--int4-kernels`` goes further: the pre-hook makes int4
-  modules of the file's codes, and its header gives the line's figures (there is nothing left to compress). The checkpoint may come from the stock task: generate and
-  interactive use the task named on the command line, whatever task trained the weights.
+  modules of the file's codes. A packed file's weights are compressed already: with no compression flags its
+  header gives the line's figures (what the file holds), and flags that disagree with it are refused. The
+  checkpoint may come from the stock task: generate and interactive use the task named on the command line,
+  whatever task trained the weights.
 - Training (fairseq-train builds with ``from_checkpoint=False``). Pruning follows ``--prune-schedule``, a pure
   function of fairseq's update count; the masks are re-applied after every optimizer step, so pruned weights are
   exactly zero in every checkpoint. Masks are not stored: on the first step of a process (a fresh start or a resume
@@ -29,10 +31,9 @@ import math
 
 from fairseq.logging import metrics
 
-from fairseq_ext.checkpoint_loading import take_packed_codes_header
+from fairseq_ext.checkpoint_loading import take_packed_header
 from fairseq_ext.compression import (
     CompressionSpec,
-    PruningSchedule,
     QuantizationAwareTraining,
     account,
     apply_masks,
@@ -41,54 +42,21 @@ from fairseq_ext.compression import (
     prunable_weights,
     quantizable_weights,
 )
-
 from fairseq_ext.compression.int4_state import load_int4_state
 from fairseq_ext.compression.meta_build import assign_meta_parameters, weights_on_meta
 from fairseq_ext.compression.runtime import return_large_frees_to_the_os, reuse_large_frees, runtime_bytes
 
 from .calibration import compress_with_calibration
-from .compression_config import (
-    check_compression_config, compression_on, pruning_on, refuse_calibration_in_training, value,
+from .compression_checks import (
+    check_compression_config, check_finite_weights, check_group_size_fits, check_packed_file,
+    refuse_calibration_in_training, refuse_in_training,
 )
-from .inference_speed import (
-    SPEED_FIELDS, apply_speed_flags, check_packed_for_int4, guard_cpu_fp32, int4_figures, refuse_in_training,
-)
+from .compression_config import compression_on, compression_spec, pruning_on, pruning_schedule, speed_flags, value
+from .inference_speed import apply_speed_flags, guard_cpu_fp32, int4_figures
 
 logger = logging.getLogger(__name__)
 
 MB = 1e6  # the core's reports count decimal megabytes
-
-
-def compression_spec(cfg, sparsity=None):
-    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training).
-    --quant-group-size reaches the spec only with --quant-granularity group: elsewhere it is an unused flag (a
-    warning, as for the other flags that cannot act), not an error."""
-    granularity = value(cfg, "quant_granularity")
-    return CompressionSpec(
-        sparsity=value(cfg, "prune_sparsity") if sparsity is None else sparsity,
-        scope=value(cfg, "prune_scope"),
-        prune_embeddings=bool(value(cfg, "prune_embeddings")),
-        bits=int(value(cfg, "quant_bits")),
-        scheme=value(cfg, "quant_scheme"),
-        granularity=granularity,
-        quantize_embeddings=not value(cfg, "quant_skip_embeddings"),
-        prune_method=value(cfg, "prune_method"),
-        prune_pattern=value(cfg, "prune_pattern"),
-        quant_method=value(cfg, "quant_method"),
-        group_size=value(cfg, "quant_group_size") if granularity == "group" else 0,
-    )
-
-
-def pruning_schedule(cfg):
-    """The core's schedule for a task config."""
-    return PruningSchedule(
-        schedule=value(cfg, "prune_schedule"),
-        target=value(cfg, "prune_sparsity"),
-        start=value(cfg, "prune_start_update"),
-        end=value(cfg, "prune_end_update"),
-        every=value(cfg, "prune_every"),
-        fraction=value(cfg, "prune_fraction"),
-    )
 
 
 def compressed_line_figures(report, model, spec=None, calibration=None):
@@ -122,8 +90,7 @@ class CompressionTaskMixin:
     """Put first among the bases of a stock task class; ``cfg`` must include CompressionConfig's fields."""
 
     def __init__(self, cfg, *args, **kwargs):
-        check_compression_config(cfg)  # before any data is read: bad flags fail at start-up
-        compression_spec(cfg).validate()
+        check_compression_config(cfg)  # before any data is read: bad flags fail at start-up (the spec's too)
         self._schedule = pruning_schedule(cfg) if pruning_on(cfg) else None
         super().__init__(cfg, *args, **kwargs)
         self._trained_model = None  # set in training mode only
@@ -134,60 +101,70 @@ class CompressionTaskMixin:
     # ---- evaluation: compress once the checkpoint's weights are in ----
 
     def build_model(self, cfg, from_checkpoint=False):
-        header = take_packed_codes_header() if from_checkpoint else None
+        header = take_packed_header() if from_checkpoint else None
+        int4_kernels = value(self.cfg, "int4_kernels")
         if header is not None:
-            check_packed_for_int4(header, compression_spec(self.cfg))
-        kernels = value(self.cfg, "int8_kernels") or value(self.cfg, "int4_kernels")
+            check_packed_file(header, compression_spec(self.cfg), int4_kernels)
+        kernels = value(self.cfg, "int8_kernels") or int4_kernels
         if not (from_checkpoint and kernels):
             model = super().build_model(cfg, from_checkpoint)
         else:  # the kernels' model is made from the checkpoint's own tensors or codes: no float32 copy of them
             return_large_frees_to_the_os()
             with weights_on_meta():
                 model = super().build_model(cfg, from_checkpoint)
-            if header is not None:
+            if header is not None and int4_kernels:
                 model.register_load_state_dict_pre_hook(functools.partial(self._build_int4_from_codes, header))
                 model.register_load_state_dict_post_hook(_built)
                 return model
             model.register_load_state_dict_pre_hook(_take_checkpoint_tensors)
+        check_group_size_fits(self.cfg, model)
         if from_checkpoint:
-            model.register_load_state_dict_post_hook(self._compress_loaded_model)
+            model.register_load_state_dict_post_hook(functools.partial(self._compress_loaded_model, header))
             if kernels:
                 model.register_load_state_dict_post_hook(_built)  # after the kernels' conversion
         else:
-            refuse_in_training({n: value(self.cfg, n) for n in SPEED_FIELDS})
+            refuse_in_training(speed_flags(self.cfg))
             refuse_calibration_in_training(self.cfg)
             self._trained_model = model
         return model
 
-    def _compress_loaded_model(self, model, incompatible_keys):
+    def _compress_loaded_model(self, header, model, incompatible_keys):
         spec = compression_spec(self.cfg)
         calibration = None
-        if spec.calibrated:
-            report, _, calibration = compress_with_calibration(self, model, spec, self.cfg)
+        if header is not None and not spec.enabled:  # a packed file, compressed already: its header has the figures
+            spec = CompressionSpec.from_dict(header["spec"])
+            figures = self._packed_figures(header, model)
         else:
-            report = compress(model, spec)[0] if spec.enabled else account(model, spec)
-        self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
-        figures = compressed_line_figures(report, model, spec, calibration)
-        figures.update(apply_speed_flags({n: value(self.cfg, n) for n in SPEED_FIELDS}, model, spec))  # after, in place
+            if spec.enabled:
+                check_finite_weights(model)
+            if spec.calibrated:
+                report, _, calibration = compress_with_calibration(self, model, spec, self.cfg)
+            else:
+                report = compress(model, spec)[0] if spec.enabled else account(model, spec)
+            self._figures = {"sparsity": report.sparsity, "model_mb": report.total_bytes / MB}
+            figures = compressed_line_figures(report, model, spec, calibration)
+        figures.update(apply_speed_flags(speed_flags(self.cfg), model, spec))  # after, in place
         figures["runtime_mb"] = round(runtime_bytes(model) / MB, 3)  # the weights as they run: float ones too
         logger.info("compressed %s", json.dumps(figures))
 
-    def _build_int4_from_codes(self, header, model, state_dict, *args):
+    def _packed_figures(self, header, model):
+        """The ``compressed`` line's figures of a packed file: what its header says it holds."""
         parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        self._figures = {"sparsity": header["achieved_sparsity"], "model_mb": header["accounted_bytes"] / MB}
+        return {
+            "sparsity": round(header["achieved_sparsity"], 4), "bits": header["spec"]["bits"],
+            "compressed_mb": round(header["accounted_bytes"] / MB, 3), "fp32_mb": round(header["fp32_bytes"] / MB, 3),
+            "ratio": round(header["fp32_bytes"] / header["accounted_bytes"], 2),
+            "params": sum(math.prod(r["shape"]) for r in header["tensors"] if r["name"] in parameters),
+        }
+
+    def _build_int4_from_codes(self, header, model, state_dict, *args):
+        figures = {**self._packed_figures(header, model), "from_codes": True}  # names before the swap
         try:
             replaced = load_int4_state(model, state_dict)
         except ValueError as error:
             raise ValueError(f"--int4-kernels: {error}") from None
-        spec = CompressionSpec.from_dict(header["spec"])
-        self._figures = {"sparsity": header["achieved_sparsity"], "model_mb": header["accounted_bytes"] / MB}
-        figures = {
-            "sparsity": round(header["achieved_sparsity"], 4), "bits": spec.bits,
-            "compressed_mb": round(header["accounted_bytes"] / MB, 3), "fp32_mb": round(header["fp32_bytes"] / MB, 3),
-            "ratio": round(header["fp32_bytes"] / header["accounted_bytes"], 2),
-            "params": sum(math.prod(r["shape"]) for r in header["tensors"] if r["name"] in parameters),
-            "from_codes": True,
-            **int4_figures(model, replaced),
-        }
+        figures.update(int4_figures(model, replaced))
         guard_cpu_fp32(model, "--int4-kernels")
         figures["runtime_mb"] = round(runtime_bytes(model) / MB, 3)
         logger.info("compressed %s", json.dumps(figures))

@@ -1,40 +1,25 @@
-"""The compression flags, one dataclass mixed into the config of every ``compressed_*`` task.
+"""The compression flags, one dataclass mixed into the config of every ``compressed_*`` task, and what they mean.
 
 fairseq turns each field into a command-line flag (``prune_sparsity`` -> ``--prune-sparsity``) and stores it in the
 checkpoint's ``cfg.task``, which is what lets ``fairseq-validate`` override it later. Every default means "off", so
 a compressed task with no flags is the stock task. Booleans all default to False: fairseq turns a True-default bool
 into a ``store_false`` flag whose name says the opposite of what it does.
 
-The choices and the defaults are the core's (CompressionSpec, PruningSchedule): this file maps them to flags.
-``check_compression_config`` validates the flags as a whole at start-up and reports every problem at once, in the
-user's vocabulary (flag names and allowed values), not the core's argument names: the spec's own checks come from
-CompressionSpec.problems, told the flag spelling of each option (SPEC_OPTION_FIELDS); only what the core cannot know
-(schedule, training, calibration data, speed flags) is checked here.
+The choices and the defaults are the core's (CompressionSpec, PruningSchedule): this file maps them to flags and
+the flags back to the core's objects (``compression_spec``, ``pruning_schedule``). The checks of the flags live in
+compression_checks.py, which imports this module (never the other way round).
 """
-import logging
 from dataclasses import dataclass, field, fields
 
-import torch
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 
 from fairseq_ext.compression import CompressionSpec, PruningSchedule
-from fairseq_ext.compression.int4 import KERNEL_GROUP_SIZES, MAX_BITS, int4_kernel_problem
-from fairseq_ext.compression.int8 import ENGINE_CHOICES, int8_engine
+from fairseq_ext.compression.int8 import ENGINE_CHOICES
 from fairseq_ext.compression.schedules import SCHEDULES
-from fairseq_ext.compression.spec import (
-    GRANULARITIES,
-    PRUNE_METHODS,
-    PRUNE_PATTERNS,
-    QUANT_METHODS,
-    QUANTIZED_BITS,
-    SCHEMES,
-    SCOPES,
-)
-
-logger = logging.getLogger(__name__)
+from fairseq_ext.compression.methods import GRANULARITIES, PRUNE_METHODS, PRUNE_PATTERNS, QUANT_METHODS
+from fairseq_ext.compression.spec import QUANTIZED_BITS, SCHEMES, SCOPES
 
 SPEC = CompressionSpec()
-INT4_BITS = tuple(b for b in QUANTIZED_BITS if b <= MAX_BITS)
 SCHEDULE = PruningSchedule()
 
 
@@ -152,6 +137,8 @@ SPEC_OPTION_FIELDS = {
     "prune_method": "prune_method", "prune_pattern": "prune_pattern", "bits": "quant_bits", "scheme": "quant_scheme",
     "granularity": "quant_granularity", "group_size": "quant_group_size", "quant_method": "quant_method",
 }
+# The inference-speed flags (inference_speed.py): they act on a loaded checkpoint, after the spec's compression.
+SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine", "int4_kernels")
 
 
 def flag(name):
@@ -165,11 +152,41 @@ def value(cfg, name):
     return str(v) if name in CHOICE_FIELDS else v
 
 
-def spec_of(cfg):
-    """compression_spec(cfg): the core's spec for these flags."""
-    from .compression import compression_spec  # imported here: compression.py imports this module
+def compression_spec(cfg, sparsity=None):
+    """The core's spec for a task config; ``sparsity`` replaces the target (the schedule's value while training).
+    --quant-group-size reaches the spec only with --quant-granularity group: elsewhere it is an unused flag (a
+    warning, as for the other flags that cannot act), not an error."""
+    granularity = value(cfg, "quant_granularity")
+    return CompressionSpec(
+        sparsity=value(cfg, "prune_sparsity") if sparsity is None else sparsity,
+        scope=value(cfg, "prune_scope"),
+        prune_embeddings=bool(value(cfg, "prune_embeddings")),
+        bits=int(value(cfg, "quant_bits")),
+        scheme=value(cfg, "quant_scheme"),
+        granularity=granularity,
+        quantize_embeddings=not value(cfg, "quant_skip_embeddings"),
+        prune_method=value(cfg, "prune_method"),
+        prune_pattern=value(cfg, "prune_pattern"),
+        quant_method=value(cfg, "quant_method"),
+        group_size=value(cfg, "quant_group_size") if granularity == "group" else 0,
+    )
 
-    return compression_spec(cfg)
+
+def pruning_schedule(cfg):
+    """The core's schedule for a task config."""
+    return PruningSchedule(
+        schedule=value(cfg, "prune_schedule"),
+        target=value(cfg, "prune_sparsity"),
+        start=value(cfg, "prune_start_update"),
+        end=value(cfg, "prune_end_update"),
+        every=value(cfg, "prune_every"),
+        fraction=value(cfg, "prune_fraction"),
+    )
+
+
+def speed_flags(cfg):
+    """The inference-speed flags as a ``{field: plain value}`` dict."""
+    return {name: value(cfg, name) for name in SPEED_FIELDS}
 
 
 def pruning_on(cfg):
@@ -186,135 +203,6 @@ def compression_on(cfg):
 
 def calibration_on(cfg):
     """Whether compression reads calibration data: a calibrated method or the 2:4 pattern, pruning or quantizing."""
-    return spec_of(cfg).calibrated
+    return compression_spec(cfg).calibrated
 
 
-def compression_problems(cfg):
-    """Every contradiction among the flags, each naming the flag(s) and what is allowed; [] when consistent."""
-    v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
-    problems = spec_of(cfg).problems({option: flag(name) for option, name in SPEC_OPTION_FIELDS.items()})
-    bits = v["quant_bits"]
-    if v["quant_aware"] and bits not in QUANTIZED_BITS:
-        problems.append(f"--quant-aware needs --quant-bits 2..8 to train for (got --quant-bits {bits})")
-    start, end, every = v["prune_start_update"], v["prune_end_update"], v["prune_every"]
-    if start < 0:
-        problems.append(f"--prune-start-update must be >= 0 (got {start})")
-    if end < 0:
-        problems.append(f"--prune-end-update must be >= 0 (got {end})")
-    elif end and end < start:
-        problems.append(f"the pruning schedule ends before it starts: --prune-end-update {end} < "
-                        f"--prune-start-update {start}")
-    if every < 1:
-        problems.append(f"--prune-every must be >= 1 (got {every})")
-    schedule, fraction = v["prune_schedule"], v["prune_fraction"]
-    if schedule == "gradual" and end <= start:
-        problems.append(f"--prune-schedule gradual needs --prune-end-update N > --prune-start-update {start} "
-                        f"(got --prune-end-update {end})")
-    if schedule == "iterative" and not 0.0 < fraction < 1.0:
-        problems.append(f"--prune-schedule iterative needs --prune-fraction in (0, 1) (got {fraction})")
-    if schedule != "iterative" and fraction != 0.0:
-        problems.append(f"--prune-fraction {fraction} only applies to --prune-schedule iterative "
-                        f"(got --prune-schedule {schedule})")
-    if not (isinstance(v["calib_samples"], int) and v["calib_samples"] >= 1):
-        problems.append(f"--calib-samples must be >= 1 (got {v['calib_samples']})")
-    if not (isinstance(v["calib_subset"], str) and v["calib_subset"]):
-        problems.append(f"--calib-subset must name a data subset, e.g. train or valid (got {v['calib_subset']!r})")
-    problems += speed_problems(v)
-    return problems
-
-
-def refuse_calibration_in_training(cfg):
-    """fairseq-train prunes by magnitude (unstructured, on its schedule) and quantizes by round-to-nearest: a
-    calibrated method or the 2:4 pattern there would be silently replaced, so it is refused instead."""
-    if spec_of(cfg).calibrated:
-        named = [f"{flag(n)} {value(cfg, n)}" for n in ("prune_method", "prune_pattern", "quant_method")
-                 if value(cfg, n) != DEFAULTS[n]]
-        raise ValueError(f"{', '.join(named)}: fairseq-train prunes by magnitude (unstructured) and quantizes by "
-                         "round-to-nearest; the calibrated methods and the 2:4 pattern act on a loaded checkpoint "
-                         "(fairseq-generate, fairseq-validate, fairseq-interactive, scripts/pack_checkpoint.py): "
-                         "drop them from this command")
-
-
-def speed_problems(v):
-    """Problems of the speed flags, from a ``{field: plain value}`` dict; [] when fine."""
-    problems = []
-    for name, what in (("prune_heads", "attention heads removed from every attention module"),
-                       ("prune_ffn", "FFN neurons removed from every layer")):
-        f = v[name]
-        if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
-            problems.append(f"{flag(name)} must be in [0, 1) (the fraction of {what}; 0: off), got {f}")
-    problems += int4_problems(v)
-    engine = v["int8_engine"]
-    if engine not in ENGINE_CHOICES:
-        problems.append(f"--int8-engine must be one of {', '.join(ENGINE_CHOICES)} (got {engine})")
-    elif v["int8_kernels"] and int8_engine(engine) is None:
-        problems.append(f"--int8-engine {engine} is not available in this torch build (it has "
-                        f"{', '.join(torch.backends.quantized.supported_engines)}); use --int8-engine auto")
-    return problems
-
-
-def int4_problems(v):
-    """Problems of --int4-kernels, from a ``{field: plain value}`` dict; [] when fine (or off). Widths that the
-    kernels' groups do not divide are known only with the model: the load reports them."""
-    if not v["int4_kernels"]:
-        return []
-    problems = []
-    missing = int4_kernel_problem()
-    if missing:
-        problems.append(f"--int4-kernels: {missing}; use --int8-kernels, or simulated --quant-bits without either")
-    bits = v["quant_bits"]
-    if bits in QUANTIZED_BITS and bits not in INT4_BITS:  # unquantized: a packed file may hold the codes
-        problems.append(f"--int4-kernels runs weights quantized at --quant-bits {', '.join(map(str, INT4_BITS))} "
-                        f"(got --quant-bits {bits}); for 5..8 bits use --int8-kernels")
-    if v["int8_kernels"]:
-        problems.append("--int4-kernels and --int8-kernels both replace the Linears: choose one")
-    size = v["quant_group_size"]
-    if v["quant_granularity"] == "group" and isinstance(size, int) and size > 0 and size % KERNEL_GROUP_SIZES[-1]:
-        problems.append(f"--int4-kernels scales groups of {', '.join(map(str, sorted(KERNEL_GROUP_SIZES)))} columns "
-                        f"(or a multiple): --quant-group-size {size} is not a multiple of {KERNEL_GROUP_SIZES[-1]}")
-    shrunk = [flag(n) for n in ("prune_heads", "prune_ffn") if isinstance(v[n], (int, float)) and v[n] > 0]
-    if shrunk:
-        problems.append(f"--int4-kernels runs the quantizer's groups of columns, which {' and '.join(shrunk)} would "
-                        "cut through: drop one or the other")
-    return problems
-
-
-def unused_flags(cfg):
-    """Flags set away from their default that cannot act with the rest (legal, e.g. the dense point of a sweep)."""
-    v = {name: value(cfg, name) for name in COMPRESSION_FIELDS}
-    unused = []
-    if not pruning_on(cfg):
-        unused += [n for n in ("prune_scope", "prune_embeddings", "prune_method", "prune_pattern", "prune_schedule",
-                               "prune_start_update", "prune_end_update", "prune_every", "prune_fraction")
-                   if v[n] != DEFAULTS[n]]
-    if not quantization_on(cfg):
-        unused += [n for n in ("quant_scheme", "quant_granularity", "quant_method", "quant_skip_embeddings")
-                   if v[n] != DEFAULTS[n]]
-    group_size_acts = quantization_on(cfg) and v["quant_granularity"] == "group"
-    if not group_size_acts and v["quant_group_size"] != DEFAULTS["quant_group_size"]:
-        unused.append("quant_group_size")
-    if not calibration_on(cfg):
-        unused += [n for n in ("calib_subset", "calib_samples", "calib_seed") if v[n] != DEFAULTS[n]]
-    if not v["int8_kernels"] and v["int8_engine"] != DEFAULTS["int8_engine"]:
-        unused.append("int8_engine")
-    return unused
-
-
-def check_compression_config(cfg):
-    """Raise one ValueError listing every problem; warn (never ignore silently) about flags that cannot act."""
-    problems = compression_problems(cfg)
-    if problems:
-        raise ValueError(
-            f"invalid compression flags ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n  "
-            + "\n  ".join(problems)
-        )
-    unused = unused_flags(cfg)
-    if unused:
-        logger.warning(
-            "%s ha%s no effect: %s",
-            ", ".join(flag(n) for n in unused), "ve" if len(unused) > 1 else "s",
-            "--prune-* flags act only with --prune-sparsity > 0, --quant-* flags only with --quant-bits 2..8, "
-            "--quant-group-size only with --quant-granularity group, --calib-* flags only with a calibrated method "
-            "(--prune-method wanda|sparsegpt, --prune-pattern 2:4, --quant-method gptq), --int8-engine only with "
-            "--int8-kernels",
-        )

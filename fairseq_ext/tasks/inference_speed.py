@@ -18,7 +18,6 @@ the absence of --cpu on a CUDA machine do right after loading), with the flag to
 import torch
 from torch import nn
 
-from fairseq_ext.compression import CompressionSpec
 from fairseq_ext.compression.int4 import MAX_BITS, quantize_model_int4
 from fairseq_ext.compression.int8 import (
     int8_engine,
@@ -28,22 +27,8 @@ from fairseq_ext.compression.int8 import (
 from fairseq_ext.compression.quantization import quantizable_weights
 from fairseq_ext.compression.structured import structured_prune
 
-from .compression_config import flag
-
-SPEED_FIELDS = ("prune_heads", "prune_ffn", "int8_kernels", "int8_engine", "int4_kernels")
 DEVICE_MESSAGE = ("{flag} runs its kernels on the CPU from a float32 model: add --cpu (when a GPU is visible) and drop "
                   "--fp16/--bf16")
-
-
-def speed_on(v):
-    return bool(v["int8_kernels"]) or bool(v["int4_kernels"]) or v["prune_heads"] > 0 or v["prune_ffn"] > 0
-
-
-def refuse_in_training(v):
-    if speed_on(v):
-        on = [flag(n) for n in ("prune_heads", "prune_ffn", "int8_kernels", "int4_kernels") if v[n]]
-        raise ValueError(f"{', '.join(on)} act{'s' if len(on) == 1 else ''} on a loaded checkpoint (fairseq-generate, "
-                         "fairseq-interactive, fairseq-validate), not in fairseq-train: drop them from this command")
 
 
 def guard_cpu_fp32(model, kernels_flag):
@@ -102,22 +87,3 @@ def int4_figures(model, replaced):
     float_linears = sum(1 for m in model.modules() if isinstance(m, nn.Linear))
     return {"int4_linears": len(replaced["linears"]), "int4_embeddings": len(replaced["embeddings"]),
             "float_linears": float_linears}
-
-
-# What fixes the codes a packed file holds: flags that ask for other values cannot be honoured from its codes.
-STORED_GRID = ("sparsity", "bits", "scheme", "granularity", "group_size")
-
-
-def check_packed_for_int4(header, flags_spec):
-    """ValueError unless a packed file (its header) can run on int4 kernels as the command line's flags ask: its
-    weights at 2..4 bits, and the compression flags, if any, those it was packed with."""
-    spec = CompressionSpec.from_dict(header["spec"])
-    if not (spec.quantizes and spec.bits <= MAX_BITS):
-        raise ValueError(f"--int4-kernels runs weights quantized at 2..{MAX_BITS} bits; this packed file holds "
-                         f"{spec.bits}-bit weights: use --int8-kernels, or pack it with --quant-bits 2..{MAX_BITS}")
-    if flags_spec.enabled:
-        differ = [f"{name} {getattr(flags_spec, name)} (the file: {getattr(spec, name)})" for name in STORED_GRID
-                  if getattr(flags_spec, name) != getattr(spec, name)]
-        if differ:
-            raise ValueError("--int4-kernels runs a packed file's own codes; the compression flags ask for "
-                             + ", ".join(differ) + ": drop the --prune-*/--quant-* flags, or give the file's")
