@@ -240,8 +240,8 @@ def encode_files(model_file, sources_and_targets, max_pieces=0):
         with open(source, encoding="utf-8") as f, open(target, "w", encoding="utf-8") as out:
             while lines := [line.rstrip("\n") for _, line in zip(range(100_000), f)]:
                 for pieces in sp.encode(lines, out_type=str):
-                    step = max_pieces or max(len(pieces), 1)
-                    out.writelines(" ".join(pieces[i:i + step]) + "\n" for i in range(0, max(len(pieces), 1), step))
+                    parts = [pieces[i:i + max_pieces] for i in range(0, len(pieces), max_pieces)] if max_pieces else []
+                    out.writelines(" ".join(part) + "\n" for part in parts or [pieces])
 
 
 # --- fairseq-preprocess ------------------------------------------------------------------------------------------
